@@ -1,0 +1,42 @@
+# messages-gateway: `make run` starts the gateway, `make test` runs the whole suite.
+# Both create .venv and install what they need on first use.
+
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+ARGS ?=
+
+.PHONY: venv run mock test lint typecheck unit clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Start the gateway (fake answers from the built-in mock upstream when OPENAI_API_KEY is unset).
+run: venv
+	$(BIN)/python -m gateway $(ARGS)
+
+## Start only the mock upstream (an OpenAI-compatible fake) on 127.0.0.1:8090.
+mock: venv
+	$(BIN)/python -m gateway.mock_upstream $(ARGS)
+
+lint: venv
+	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff format --check gateway tests
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/python -m pytest
+
+## Lint, type-check and run the whole test suite.
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,124 @@
+"""create_app(settings): routes, middleware, one ClientSession in cleanup_ctx, typed AppKeys.
+
+Nothing happens at import time; everything with a lifetime (the ClientSession, the in-process
+mock upstream) is created in ``cleanup_ctx`` and closed there.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from .handlers import add_routes
+from .keys import MOCK_URL, ROUTER, SETTINGS, SIGNER, UPSTREAM
+from .logs import log_event
+from .middleware import make_middleware
+from .routing import Router
+from .settings import Settings, UpstreamSettings
+from .translate.common import Signer
+from .upstream import UpstreamClient
+
+
+def state_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "messages-gateway"
+
+
+def load_signing_key(env: Mapping[str, str]) -> bytes:
+    """The key that signs thinking blocks: ``GATEWAY_SIGNING_KEY``, else a per-install file.
+
+    Every process and machine serving one set of clients must share it (a thinking block
+    signed by one gateway is verified by the next turn's gateway).
+    """
+    given = env.get("GATEWAY_SIGNING_KEY")
+    if given:
+        return given.encode()
+    path = state_dir(env) / "signing.key"
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_hex(32).encode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+    except FileExistsError:
+        return path.read_bytes().strip()  # another worker won the race
+    except OSError:
+        pass  # read-only home: a per-process key still works within this process
+    return key
+
+
+def api_keys_from(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Inbound gateway keys: ``GATEWAY_API_KEYS`` (comma-separated) and/or a key file."""
+    keys = [k.strip() for k in env.get("GATEWAY_API_KEYS", "").split(",") if k.strip()]
+    key_file = env.get("GATEWAY_API_KEYS_FILE")
+    if key_file:
+        for line in Path(key_file).read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                keys.append(line)
+    return tuple(keys)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    env: Mapping[str, str] | None = None,
+    signing_key: bytes | None = None,
+) -> web.Application:
+    """Build the gateway application. ``env`` defaults to ``os.environ`` (keys, signing key)."""
+    env = dict(os.environ if env is None else env)
+    app = web.Application(
+        middlewares=[make_middleware(api_keys_from(env))],
+        client_max_size=settings.server.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[SIGNER] = Signer(signing_key or load_signing_key(env))
+    add_routes(app)
+
+    async def mock_ctx(app: web.Application) -> AsyncIterator[None]:
+        from .mock_upstream import start_mock
+
+        runner, url = await start_mock("127.0.0.1", 0)
+        app[MOCK_URL] = url
+        log_event("mock_upstream_started", upstream=url, mock=True)
+        try:
+            yield
+        finally:
+            await runner.cleanup()
+
+    async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+        effective = settings
+        if settings.mock:
+            mock_up = UpstreamSettings(base_url=app[MOCK_URL], api_key_env="")
+            effective = msgspec.structs.replace(
+                settings, upstreams={name: mock_up for name in settings.upstreams}
+            )
+        app[ROUTER] = Router(effective, env)
+        t = settings.timeouts
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=t.connect),
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+        )
+        app[UPSTREAM] = UpstreamClient(session, settings.timeouts, settings.retries)
+        try:
+            yield
+        finally:
+            await session.close()
+
+    if settings.mock:
+        app.cleanup_ctx.append(mock_ctx)
+    app.cleanup_ctx.append(upstream_ctx)
+    return app

@@ -1,0 +1,20 @@
+"""Typed application keys (``web.AppKey``), in their own module so handlers and app share them
+without an import cycle."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aiohttp import web
+
+from .routing import Router
+from .settings import Settings
+from .translate.common import Signer
+from .upstream import UpstreamClient
+
+SETTINGS: Final = web.AppKey("settings", Settings)
+ROUTER: Final = web.AppKey("router", Router)
+SIGNER: Final = web.AppKey("signer", Signer)
+UPSTREAM: Final = web.AppKey("upstream", UpstreamClient)
+#: base URL of the in-process mock upstream, when the gateway serves from it
+MOCK_URL: Final = web.AppKey("mock_url", str)

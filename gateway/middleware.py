@@ -1,0 +1,197 @@
+"""The request middleware: correlation id → inbound auth → access log → error rendering.
+
+One middleware function rather than four: each layer costs a coroutine frame per request and
+this path is hot (issue 7). Its sections run in the design's order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from aiohttp import web
+
+from .errors import (
+    APIError,
+    AuthenticationError,
+    GatewayError,
+    InvalidRequestError,
+    NotFoundError,
+    RequestTooLargeError,
+    error_body,
+)
+from .logs import correlation_id, log_event, log_exception
+from .translate.common import random_b62
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_CID_RE: Final = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+CORRELATION_HEADER: Final = "X-Correlation-ID"
+
+
+class RequestContext:
+    """What one request's summary log line reports (allow-listed fields only)."""
+
+    __slots__ = (
+        "attempts",
+        "cid",
+        "error_type",
+        "events",
+        "model",
+        "outcome",
+        "request_id",
+        "route",
+        "start",
+        "stop_reason",
+        "stream",
+        "ttfb_ms",
+        "upstream_ms",
+        "upstream_status",
+        "usage",
+    )
+
+    def __init__(self, cid: str, request_id: str) -> None:
+        self.cid = cid
+        self.request_id = request_id
+        self.start = time.perf_counter()
+        self.model: str | None = None
+        self.route: str | None = None
+        self.stream: bool | None = None
+        self.upstream_status: int | None = None
+        self.upstream_ms: float | None = None
+        self.attempts = 0
+        self.ttfb_ms: float | None = None
+        self.events: int | None = None
+        self.usage: tuple[int, int, int, int] | None = None
+        self.stop_reason: str | None = None
+        self.error_type: str | None = None
+        self.outcome: str | None = None
+
+    def elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self.start) * 1000.0, 3)
+
+
+CTX_KEY: Final = web.RequestKey("gateway_ctx", RequestContext)
+
+
+def error_response(err: GatewayError, ctx: RequestContext) -> web.Response:
+    """An Anthropic JSON error response with the status and headers the error carries."""
+    ctx.error_type = err.error_type
+    if ctx.upstream_status is None and err.upstream_status is not None:
+        ctx.upstream_status = err.upstream_status
+    resp = web.Response(
+        status=err.status,
+        body=error_body(err, ctx.request_id),
+        content_type="application/json",
+        headers=err.response_headers(),
+    )
+    return resp
+
+
+def make_middleware(api_keys: tuple[str, ...]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Build the middleware; ``api_keys`` empty means inbound auth is off."""
+    keys = tuple(k.encode() for k in api_keys)
+    open_paths = frozenset({"/", "/healthz", "/readyz"})
+
+    def authorised(request: web.Request) -> bool:
+        given = request.headers.get("x-api-key")
+        if given is None:
+            auth = request.headers.get("Authorization", "")
+            if auth[:7].lower() == "bearer ":
+                given = auth[7:].strip()
+        if not given:
+            return False
+        raw = given.encode()
+        ok = False
+        for k in keys:  # no early exit: constant time over the key list
+            ok |= hmac.compare_digest(raw, k)
+        return ok
+
+    @web.middleware
+    async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # 1. correlation id: the client's if well-formed, else minted; never echoed raw.
+        token = random_b62(24)
+        rid = "req_" + token
+        cid = request.headers.get(CORRELATION_HEADER)
+        if cid is None or not _CID_RE.match(cid):
+            cid = rid
+        ctx = RequestContext(cid, rid)
+        request[CTX_KEY] = ctx
+        reset = correlation_id.set(cid)
+        path = request.path
+        log_event("request_start", id=cid, method=request.method, path=path)
+        resp: web.StreamResponse | None = None
+        try:
+            # 2. inbound auth (health endpoints stay open)
+            if keys and path not in open_paths and not authorised(request):
+                raise AuthenticationError("invalid x-api-key")
+            resp = await handler(request)
+        except GatewayError as err:
+            resp = error_response(err, ctx)
+        except web.HTTPRequestEntityTooLarge as exc:
+            resp = error_response(RequestTooLargeError(f"request body too large: {exc.text}"), ctx)
+        except web.HTTPMethodNotAllowed as exc:
+            resp = error_response(
+                InvalidRequestError(f"method {request.method} not allowed for {path[:100]}"), ctx
+            )
+            resp.headers["Allow"] = exc.headers.get("Allow", "")
+            resp.set_status(405)
+        except web.HTTPNotFound:
+            resp = error_response(NotFoundError(f"no such endpoint: {path[:100]}"), ctx)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            resp = error_response(InvalidRequestError(exc.reason), ctx)
+            resp.set_status(exc.status)
+        except (asyncio.CancelledError, ConnectionResetError):
+            ctx.outcome = ctx.outcome or "client_closed"
+            raise
+        except Exception as exc:
+            log_exception("internal_error", exc, id=cid)
+            resp = error_response(APIError("internal gateway error"), ctx)
+        finally:
+            if resp is not None and not resp.prepared:
+                resp.headers["request-id"] = rid
+                resp.headers[CORRELATION_HEADER] = cid
+            _log_summary(request, ctx, resp)
+            correlation_id.reset(reset)
+        return resp
+
+    return gateway_middleware
+
+
+def _log_summary(
+    request: web.Request, ctx: RequestContext, resp: web.StreamResponse | None
+) -> None:
+    usage = ctx.usage
+    status = resp.status if resp is not None else 499
+    outcome = ctx.outcome
+    if outcome is None:
+        outcome = "completed" if status < 400 else "error"
+    log_event(
+        "request_end",
+        id=ctx.cid,
+        method=request.method,
+        path=request.path[:100],
+        model=ctx.model,
+        route=ctx.route,
+        stream=ctx.stream,
+        status=status,
+        duration_ms=ctx.elapsed_ms(),
+        ttfb_ms=ctx.ttfb_ms,
+        upstream_status=ctx.upstream_status,
+        upstream_ms=ctx.upstream_ms,
+        attempts=ctx.attempts or None,
+        events=ctx.events,
+        input_tokens=usage[0] if usage else None,
+        output_tokens=usage[1] if usage else None,
+        cache_read_input_tokens=usage[2] if usage else None,
+        cache_creation_input_tokens=usage[3] if usage else None,
+        stop_reason=ctx.stop_reason,
+        error_type=ctx.error_type,
+        outcome=outcome,
+    )

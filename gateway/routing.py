@@ -1,0 +1,32 @@
+"""Model name → Route. First matching route wins; results are cached per model name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .errors import NotFoundError
+from .settings import Route, Settings, glob_match, resolve_routes, route_patterns
+
+_CACHE_LIMIT = 4096
+
+
+class Router:
+    """Resolves the client's model name (e.g. ``claude-opus-5-5``) to a configured Route."""
+
+    def __init__(self, settings: Settings, env: Mapping[str, str] | None = None) -> None:
+        self.routes: list[Route] = resolve_routes(settings, env)
+        self._patterns = route_patterns(settings)
+        self._cache: dict[str, Route] = {}
+
+    def resolve(self, model: str) -> Route:
+        """The route for ``model``; NotFoundError when no pattern matches."""
+        route = self._cache.get(model)
+        if route is not None:
+            return route
+        name = model.lower()
+        for route, patterns in zip(self.routes, self._patterns, strict=True):
+            if any(glob_match(name, p) for p in patterns):
+                if len(self._cache) < _CACHE_LIMIT:
+                    self._cache[model] = route
+                return route
+        raise NotFoundError(f"model: no route is configured for {model[:200]!r}")

@@ -1,0 +1,283 @@
+"""Settings: a TOML file, then environment overrides, then CLI flags (applied by __main__).
+
+Every key is documented in ``config/gateway.toml``. Unknown keys and bad values are errors that
+name the key and the value (``SettingsError``); ``python -m gateway`` prints that one line and
+exits with status 2. Secrets come from the environment only: the file names the *variable*
+that holds an upstream key, never the key.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+DEFAULT_OPENAI_BASE_URL: Final = "https://api.openai.com/v1"
+DEFAULT_BIG_MODEL: Final = "gpt-5"
+DEFAULT_SMALL_MODEL: Final = "gpt-5-mini"
+
+Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Seconds = Annotated[float, Meta(gt=0)]
+
+
+class SettingsError(ValueError):
+    """A setting that stops start-up. ``str(err)`` is the one line printed to the user."""
+
+
+class Secret(str):
+    """A string that never shows itself in a repr (settings dumps, tracebacks, logs)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+class ServerSettings(Struct, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: Port = 8082
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: Anthropic's own limit for Messages and count_tokens bodies is 32 MB.
+    max_body_bytes: Annotated[int, Meta(ge=1024)] = 32 * 1024 * 1024
+
+
+class TimeoutSettings(Struct, kw_only=True, forbid_unknown_fields=True):
+    connect: Seconds = 10.0
+    #: upstream response headers; long, because reasoning models think before answering
+    headers: Seconds = 600.0
+    #: silence between upstream body chunks (a stalled stream)
+    idle: Seconds = 300.0
+    #: cap on one whole request; 0 = none (long generations must not be cut by a default)
+    total: Annotated[float, Meta(ge=0)] = 0.0
+
+
+class RetrySettings(Struct, kw_only=True, forbid_unknown_fields=True):
+    #: attempts per request, the first included; retries happen only before the client has
+    #: been sent anything, for connect errors and upstream 429/500/502/503/504
+    max_attempts: Annotated[int, Meta(ge=1, le=10)] = 3
+    backoff_base: Annotated[float, Meta(ge=0)] = 0.25
+    backoff_max: Annotated[float, Meta(ge=0)] = 4.0
+    #: a longer upstream retry-after is passed to the client instead of waited out here
+    retry_after_cap: Annotated[float, Meta(ge=0)] = 10.0
+
+
+class UpstreamSettings(Struct, kw_only=True, forbid_unknown_fields=True):
+    base_url: str = DEFAULT_OPENAI_BASE_URL
+    dialect: Literal["responses", "chat"] = "responses"
+    #: name of the environment variable holding the key; "" for servers that need none
+    api_key_env: str = "OPENAI_API_KEY"
+    headers: dict[str, str] = {}
+
+
+class RouteSettings(Struct, kw_only=True, forbid_unknown_fields=True):
+    #: exact model names or glob patterns (``*haiku*``), matched case-insensitively
+    match: Annotated[list[str], Meta(min_length=1)]
+    #: the upstream model; the literals "big" / "small" mean ``[models].big`` / ``.small``
+    model: str
+    upstream: str = "default"
+    #: the model's largest output; a client's larger max_tokens is clamped, never a 400
+    max_output_tokens: Annotated[int, Meta(ge=16)] | None = None
+    #: the model takes ``reasoning`` parameters
+    reasoning: bool = True
+    #: the model takes temperature / top_p (OpenAI reasoning models reject them)
+    sampling: bool = False
+    #: effort for ``thinking: adaptive`` without an explicit effort
+    default_effort: Effort | None = None
+
+
+class ModelSettings(Struct, kw_only=True, forbid_unknown_fields=True):
+    big: Annotated[str, Meta(min_length=1)] = DEFAULT_BIG_MODEL
+    small: Annotated[str, Meta(min_length=1)] = DEFAULT_SMALL_MODEL
+
+
+class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    timeouts: TimeoutSettings = msgspec.field(default_factory=TimeoutSettings)
+    retries: RetrySettings = msgspec.field(default_factory=RetrySettings)
+    models: ModelSettings = msgspec.field(default_factory=ModelSettings)
+    upstreams: dict[str, UpstreamSettings] = msgspec.field(
+        default_factory=lambda: {"default": UpstreamSettings()}
+    )
+    #: first match wins; when empty, ``*haiku*`` → small and everything else → big
+    routes: list[RouteSettings] = []
+    #: serve from the built-in mock upstream (set by __main__ when no key is configured)
+    mock: bool = False
+
+
+class Route(Struct, kw_only=True, frozen=True):
+    """A resolved route: everything a request needs to reach its upstream."""
+
+    name: str
+    dialect: Literal["responses", "chat"]
+    base_url: str
+    api_key: Secret | None
+    headers: Mapping[str, str]
+    upstream_model: str
+    max_output_tokens: int | None = None
+    reasoning: bool = True
+    sampling: bool = False
+    default_effort: str | None = None
+
+    def __repr__(self) -> str:  # never show the key, even masked
+        return f"Route({self.name!r}, {self.dialect}, {self.base_url!r}, {self.upstream_model!r})"
+
+
+def default_routes() -> list[RouteSettings]:
+    return [
+        RouteSettings(match=["*haiku*"], model="small"),
+        RouteSettings(match=["*"], model="big"),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+ENV_OVERRIDES: Final[dict[str, tuple[str, ...]]] = {
+    "GATEWAY_HOST": ("server", "host"),
+    "GATEWAY_PORT": ("server", "port"),
+    "GATEWAY_LOG_LEVEL": ("server", "log_level"),
+    "GATEWAY_MAX_BODY_BYTES": ("server", "max_body_bytes"),
+    "GATEWAY_BIG_MODEL": ("models", "big"),
+    "GATEWAY_SMALL_MODEL": ("models", "small"),
+    "GATEWAY_CONNECT_TIMEOUT": ("timeouts", "connect"),
+    "GATEWAY_HEADERS_TIMEOUT": ("timeouts", "headers"),
+    "GATEWAY_IDLE_TIMEOUT": ("timeouts", "idle"),
+    "GATEWAY_TOTAL_TIMEOUT": ("timeouts", "total"),
+    "GATEWAY_MAX_ATTEMPTS": ("retries", "max_attempts"),
+    "OPENAI_BASE_URL": ("upstreams", "default", "base_url"),
+}
+
+
+def _set_path(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = doc
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _get_path(doc: Any, jsonpath: str) -> Any:
+    """Follow a msgspec error path (``$.routes[0].model``) into the raw document."""
+    node = doc
+    for token in jsonpath.replace("[", ".[").split(".")[1:]:
+        if token.startswith("["):
+            idx = int(token[1:-1])
+            node = node[idx] if isinstance(node, list) and idx < len(node) else None
+        else:
+            node = node.get(token) if isinstance(node, dict) else None
+    return node
+
+
+def _coerce_env(value: str) -> Any:
+    # Environment values are strings; numbers are converted so the TOML types still validate.
+    for conv in (int, float):
+        try:
+            return conv(value)
+        except ValueError:
+            pass
+    return value
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[tuple[str, ...], Any] | None = None,
+) -> Settings:
+    """Read the TOML file (if any), apply environment then explicit overrides, validate."""
+    env = os.environ if env is None else env
+    doc: dict[str, Any] = {}
+    if path is None and env.get("GATEWAY_CONFIG"):
+        path = env["GATEWAY_CONFIG"]
+    if path is not None:
+        p = Path(path)
+        try:
+            doc = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SettingsError(f"config file {str(p)!r} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"config file {str(p)!r} cannot be read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+    for var, key in ENV_OVERRIDES.items():
+        if env.get(var):
+            value: Any = env[var] if key[-1] in ("host", "base_url") else _coerce_env(env[var])
+            _set_path(doc, key, value)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(doc, key, value)
+    try:
+        settings = msgspec.convert(doc, Settings, strict=True)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        where = msg.rsplit(" - at `", 1)
+        if len(where) == 2:
+            jsonpath = where[1].rstrip("`")
+            key = jsonpath[2:] or "(top level)"
+            value = _get_path(doc, jsonpath)
+            shown = "" if value is None else f" = {value!r}"
+            raise SettingsError(f"bad setting {key}{shown}: {where[0]}") from None
+        raise SettingsError(f"bad settings: {msg}") from None
+    _check(settings)
+    return settings
+
+
+def _check(settings: Settings) -> None:
+    for name, up in settings.upstreams.items():
+        if not up.base_url.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"bad setting upstreams.{name}.base_url = {up.base_url!r}: "
+                "expected an http:// or https:// URL"
+            )
+    for i, route in enumerate(settings.routes):
+        if route.upstream not in settings.upstreams:
+            raise SettingsError(
+                f"bad setting routes[{i}].upstream = {route.upstream!r}: no such upstream "
+                f"(defined: {', '.join(sorted(settings.upstreams)) or 'none'})"
+            )
+    if not settings.routes and "default" not in settings.upstreams:
+        raise SettingsError("bad setting upstreams: the default routes need upstreams.default")
+
+
+def resolve_routes(settings: Settings, env: Mapping[str, str] | None = None) -> list[Route]:
+    """Turn route settings into ``Route`` objects with the upstream key read from ``env``."""
+    env = os.environ if env is None else env
+    out: list[Route] = []
+    for rs in settings.routes or default_routes():
+        up = settings.upstreams[rs.upstream]
+        key = env.get(up.api_key_env) if up.api_key_env else None
+        model = {"big": settings.models.big, "small": settings.models.small}.get(rs.model, rs.model)
+        out.append(
+            Route(
+                name=f"{rs.upstream}:{model}",
+                dialect=up.dialect,
+                base_url=up.base_url.rstrip("/"),
+                api_key=Secret(key) if key else None,
+                headers=dict(up.headers),
+                upstream_model=model,
+                max_output_tokens=rs.max_output_tokens,
+                reasoning=rs.reasoning,
+                sampling=rs.sampling,
+                default_effort=rs.default_effort,
+            )
+        )
+    return out
+
+
+def route_patterns(settings: Settings) -> list[list[str]]:
+    """The match patterns of each route, parallel to ``resolve_routes``."""
+    return [[p.lower() for p in rs.match] for rs in settings.routes or default_routes()]
+
+
+def glob_match(name: str, pattern: str) -> bool:
+    """Case-insensitive glob (``*``, ``?``, ``[…]``); a pattern without wildcards is exact."""
+    return fnmatch.fnmatchcase(name, pattern)

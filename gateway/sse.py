@@ -1,0 +1,292 @@
+"""Server-Sent Events: an incremental decoder for upstream streams and the outbound encoder.
+
+The decoder follows the WHATWG HTML Standard, §9.2.6 "Interpreting an event stream"
+(https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation),
+with two deliberate differences, both for a gateway that consumes rather than reconnects:
+
+* ``finish()`` dispatches an event whose final blank line never arrived. The spec discards it;
+  protocol.md §10 item 9 asks us to be more lenient than the SDKs.
+* An event larger than ``max_event_bytes`` raises :class:`SSEError` instead of growing without
+  bound.
+
+No I/O happens here: bytes in, :class:`SSEEvent` values out (design.md, house style 1 and 2).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+import orjson
+
+__all__ = ["SSEDecoder", "SSEError", "SSEEvent", "encode_event", "encode_frame"]
+
+DEFAULT_MAX_EVENT_BYTES: Final = 16 * 1024 * 1024
+
+# int() refuses strings longer than sys.get_int_max_str_digits(), which can be set no lower
+# than 640. A longer `retry:` value (an absurd delay) is ignored rather than failing the stream.
+_MAX_RETRY_DIGITS: Final = 640
+
+_BOM: Final = b"\xef\xbb\xbf"  # U+FEFF in UTF-8
+
+
+class SSEError(ValueError):
+    """An event exceeded the decoder's size cap.
+
+    ``limit`` is the configured ``max_event_bytes``; ``size`` is how many bytes of the event
+    were buffered when the cap was found exceeded (a lower bound on the event's real size,
+    since the rest of it may not have arrived yet).
+    """
+
+    def __init__(self, limit: int, size: int) -> None:
+        super().__init__(
+            f"SSE event exceeds max_event_bytes={limit}: {size} bytes buffered without a blank line"
+        )
+        self.limit = limit
+        self.size = size
+
+
+class SSEEvent(msgspec.Struct, frozen=True, gc=False):
+    """One dispatched event.
+
+    ``event`` is the event type, ``"message"`` when the event had no (or an empty) ``event:``
+    field (WHATWG §9.2.6, "dispatch the event", step 4). ``data`` is the data buffer with
+    the final LF removed, i.e. the ``data:`` values joined with ``"\\n"``. ``id`` is the last
+    event ID in effect at dispatch (it persists across events; ``None`` until a stream sets
+    one). ``retry`` is the reconnection time in milliseconds in effect at dispatch (it also
+    persists, like the spec's stream-level reconnection time; ``None`` until set).
+
+    A msgspec Struct because construction happens once per event on the hot path and its
+    C ``__init__`` is several times cheaper than a slotted dataclass's.
+    """
+
+    event: str
+    data: str
+    id: str | None = None
+    retry: int | None = None
+
+
+class SSEDecoder:
+    """Incremental event-stream decoder: ``feed(bytes) -> list[SSEEvent]``, then ``finish()``.
+
+    Contract:
+
+    * The events returned over a whole stream do not depend on how its bytes were chunked.
+      Line ends may be LF, CRLF or CR; a CRLF split across two chunks is one line end.
+    * Lines are decoded as UTF-8 only when whole, so a character split across chunks decodes
+      correctly; invalid UTF-8 becomes U+FFFD and never raises.
+    * Linear time: a chunk is searched for line ends once, when it arrives. The partial
+      line kept between feeds never contains a line end (that is the invariant that replaces
+      a scan offset), so a long line fed one byte at a time is never re-scanned.
+    * Size cap: the bytes of the current event (all its lines so far, excluding line ends,
+      plus the pending partial line) may not exceed ``max_event_bytes``, otherwise
+      :class:`SSEError` is raised. Because the count only grows between blank lines, whether
+      it raises does not depend on chunking either. After an ``SSEError`` the stream is
+      broken: the decoder drops its buffers and must not be fed again; events completed
+      earlier in the same ``feed`` call are lost with it.
+    """
+
+    __slots__ = (
+        "_at_start",
+        "_data",
+        "_event_type",
+        "_last_id",
+        "_max",
+        "_pending",
+        "_retry",
+        "_size",
+        "_skip_lf",
+    )
+
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        if max_event_bytes < 1:
+            raise ValueError(f"max_event_bytes must be positive, got {max_event_bytes}")
+        self._max = max_event_bytes
+        self._reset()
+
+    def _reset(self) -> None:
+        # Bytes of the current, unterminated line; never contains CR or LF.
+        self._pending = bytearray()
+        # The previous chunk ended in CR: an LF opening the next chunk completes that CRLF.
+        self._skip_lf = False
+        # No byte decoded yet, so a leading BOM is still to be stripped.
+        self._at_start = True
+        # The spec's data buffer, kept as raw values and decoded once at dispatch.
+        self._data: list[bytes] = []
+        self._event_type = ""
+        self._last_id: str | None = None
+        self._retry: int | None = None
+        # Bytes of the current event's completed lines (excluding line ends).
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """Consume the next chunk of the stream; return the events it completed, in order.
+
+        Raises :class:`SSEError` if the current event outgrows ``max_event_bytes``.
+        """
+        if self._skip_lf and chunk:
+            self._skip_lf = False
+            if chunk[0] == 0x0A:
+                chunk = chunk[1:]
+        # Only the new chunk is searched for line ends (see the class docstring).
+        end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
+        pending = self._pending
+        if not end:
+            pending += chunk
+            if self._size + len(pending) > self._max:
+                self._check_pending()
+            return []
+        if pending:
+            pending += chunk[:end]
+            block = bytes(pending)
+            pending.clear()
+        else:
+            block = chunk[:end]
+        if end < len(chunk):
+            pending += chunk[end:]
+        elif chunk[end - 1] == 0x0D:
+            # WHATWG §9.2.6: a lone CR ends a line, so the line is processed now rather than
+            # held back until we learn whether an LF follows; that LF, if it opens the next
+            # chunk, belongs to this line end and is dropped then.
+            self._skip_lf = True
+        events = self._lines(block)
+        if pending and self._size + len(pending) > self._max:
+            self._check_pending()
+        return events
+
+    def _check_pending(self) -> None:
+        """Raise SSEError if the pending partial line takes the event over the cap."""
+        size = self._size + len(self._pending)
+        if self._at_start and self._pending.startswith(_BOM):
+            size -= 3  # the BOM is not part of the line, so it does not count here either
+        if size > self._max:
+            self._reset()
+            raise SSEError(self._max, size)
+
+    def finish(self) -> list[SSEEvent]:
+        """Signal end of stream: return the events still pending, then reset the decoder.
+
+        Unlike the spec, which discards an event not followed by a blank line at end of file
+        (WHATWG §9.2.6, last paragraph), the pending partial line is taken as complete and the
+        pending event is dispatched. With nothing pending, returns ``[]``. Afterwards the
+        decoder is as new (last event ID, reconnection time and BOM handling included).
+        """
+        block = bytes(self._pending) + b"\n\n"
+        try:
+            return self._lines(block)
+        finally:
+            self._reset()
+
+    def _lines(self, block: bytes) -> list[SSEEvent]:
+        """Process ``block``, which holds only whole lines and ends with a line end."""
+        if b"\r" in block:
+            # Line ends are CRLF, LF or CR (WHATWG §9.2.5 "Parsing an event stream", the
+            # `end-of-line` production); fold them to LF so one split finds them all.
+            block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if self._at_start:
+            self._at_start = False
+            # §9.2.5: one leading U+FEFF is ignored, only at the very start of the stream.
+            if block.startswith(_BOM):
+                block = block[3:]
+        lines = block.split(b"\n")
+        lines.pop()  # the block ends with a line end, so the last piece is always empty
+
+        events: list[SSEEvent] = []
+        data = self._data
+        event_type = self._event_type
+        last_id = self._last_id
+        retry = self._retry
+        size = self._size
+        limit = self._max
+        # The field dispatch below is §9.2.6 "process the field"; the checks on `line` come
+        # first because `data: ` and blank lines are nearly every line an upstream sends.
+        for line in lines:
+            if not line:
+                # Blank line: dispatch (§9.2.6 "dispatch the event"). An empty data buffer
+                # dispatches nothing but still resets the event type buffer.
+                if data:
+                    raw = data[0] if len(data) == 1 else b"\n".join(data)
+                    events.append(
+                        SSEEvent(
+                            event_type or "message",
+                            raw.decode("utf-8", "replace"),
+                            last_id,
+                            retry,
+                        )
+                    )
+                    data = []
+                event_type = ""
+                size = 0
+                continue
+            size += len(line)
+            if size > limit:
+                self._reset()
+                raise SSEError(limit, size)
+            if line.startswith(b"data: "):
+                data.append(line[6:])
+                continue
+            colon = line.find(b":")
+            if colon == 0:
+                continue  # comment (e.g. keep-alives)
+            if colon < 0:
+                # A line without a colon is a field name with an empty value.
+                field = line
+                value = b""
+            else:
+                field = line[:colon]
+                # Only a single leading space is removed from the value.
+                start = colon + 2 if line[colon + 1 : colon + 2] == b" " else colon + 1
+                value = line[start:]
+            if field == b"data":
+                data.append(value)
+            elif field == b"event":
+                event_type = value.decode("utf-8", "replace")
+            elif field == b"id":
+                # §9.2.6: an id containing U+0000 is ignored. NUL only decodes from the byte
+                # 0x00, so testing the raw bytes is the same test.
+                if b"\x00" not in value:
+                    last_id = value.decode("utf-8", "replace")
+            elif field == b"retry" and value.isdigit() and len(value) <= _MAX_RETRY_DIGITS:
+                # ASCII digits only, else ignored; bytes.isdigit() is ASCII-only and False for
+                # b"". The length bound keeps int() from raising (see _MAX_RETRY_DIGITS).
+                retry = int(value)
+            # Any other field name is ignored (§9.2.6, "Otherwise").
+        self._data = data
+        self._event_type = event_type
+        self._last_id = last_id
+        self._retry = retry
+        self._size = size
+        return events
+
+
+def encode_frame(event: bytes, data: bytes) -> bytes:
+    """Frame one outbound event: ``b"event: " + event + b"\\ndata: " + data + b"\\n\\n"``.
+
+    ``data`` must be one line (compact JSON). A CR or LF in either argument would silently
+    split the event on the client's side (protocol.md §3.1), so it raises ``ValueError``.
+    """
+    if b"\n" in data or b"\r" in data or b"\n" in event or b"\r" in event:
+        raise ValueError("SSE event name and data must not contain CR or LF")
+    return b"".join((b"event: ", event, b"\ndata: ", data, b"\n\n"))
+
+
+def _orjson_default(obj: object) -> object:
+    # Our outbound schemas are msgspec Structs (design.md, house style 4); to_builtins keeps
+    # their field names and omit_defaults settings.
+    if isinstance(obj, msgspec.Struct):
+        return msgspec.to_builtins(obj)
+    raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
+
+
+def encode_event(event: str, payload: object) -> bytes:
+    """Frame ``payload`` as compact one-line JSON under the event name ``event``.
+
+    orjson's output has no spaces after separators, keeps non-ASCII as UTF-8 and escapes
+    control characters, so it is always one line. msgspec Structs are accepted too. Raises
+    ``TypeError`` for a payload orjson cannot serialise and ``ValueError`` for an event name
+    containing CR or LF.
+    """
+    if "\n" in event or "\r" in event:
+        raise ValueError("SSE event name must not contain CR or LF")
+    data = orjson.dumps(payload, default=_orjson_default)
+    return b"".join((b"event: ", event.encode(), b"\ndata: ", data, b"\n\n"))

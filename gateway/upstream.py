@@ -1,0 +1,146 @@
+"""UpstreamClient: URL and headers per route, timeouts, retries, upstream errors → GatewayError.
+
+Retries happen only here, i.e. before the client has been sent a byte (design.md item 8):
+connect errors and upstream 429/500/502/503/504, with exponential backoff and jitter, honouring
+``retry-after`` / ``retry-after-ms`` up to a cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Mapping
+from typing import Final
+
+import aiohttp
+from multidict import CIMultiDict
+
+from .errors import (
+    APIError,
+    BillingError,
+    GatewayError,
+    GatewayTimeoutError,
+    from_upstream,
+)
+from .middleware import CORRELATION_HEADER, RequestContext
+from .settings import RetrySettings, Route, TimeoutSettings
+
+_RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+_MAX_ERROR_BODY: Final = 1 << 20
+
+
+def _retry_delay(attempt: int, headers: Mapping[str, str], retry: RetrySettings) -> float | None:
+    """Seconds to wait before the next attempt; None when the server asks for too long."""
+    hint: float | None = None
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            hint = float(ms) / 1000.0
+        except ValueError:
+            hint = None
+    if hint is None and (sec := headers.get("retry-after")) is not None:
+        try:
+            hint = float(sec)
+        except ValueError:
+            hint = None  # an HTTP date: fall back to our own backoff
+    if hint is not None:
+        return hint if 0 <= hint <= retry.retry_after_cap else None
+    base = min(retry.backoff_max, retry.backoff_base * (2 ** (attempt - 1)))
+    return base * (0.5 + random.random() / 2)  # "equal jitter"
+
+
+class UpstreamClient:
+    """Sends translated requests upstream over the app's one ClientSession."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        timeouts: TimeoutSettings,
+        retries: RetrySettings,
+    ) -> None:
+        self.session = session
+        self.timeouts = timeouts
+        self.retries = retries
+        self._headers: dict[str, CIMultiDict[str]] = {}
+
+    def _route_headers(self, route: Route) -> CIMultiDict[str]:
+        h = self._headers.get(route.name)
+        if h is None:
+            h = CIMultiDict(route.headers)
+            h["Content-Type"] = "application/json"
+            h["Accept"] = "application/json, text/event-stream"
+            if route.api_key:
+                h["Authorization"] = f"Bearer {route.api_key}"
+            self._headers[route.name] = h
+        return h
+
+    def secrets(self, route: Route) -> tuple[str, ...]:
+        return (route.api_key,) if route.api_key else ()
+
+    async def send(
+        self, route: Route, path: str, body: bytes, ctx: RequestContext
+    ) -> aiohttp.ClientResponse:
+        """POST ``body`` to ``route.base_url + path``; return a 2xx response, headers read.
+
+        The caller owns the response and must ``release()``/``close()`` it. Failures raise
+        GatewayError (mapped by ``errors.from_upstream``); retryable ones are retried first.
+        """
+        url = route.base_url + path
+        headers = self._route_headers(route).copy()
+        headers[CORRELATION_HEADER] = ctx.cid
+        retry = self.retries
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            attempt += 1
+            ctx.attempts = attempt
+            err: GatewayError
+            delay_headers: Mapping[str, str] = {}
+            try:
+                async with asyncio.timeout(self.timeouts.headers):
+                    resp = await self.session.post(url, data=body, headers=headers)
+            except TimeoutError:
+                err = GatewayTimeoutError(
+                    f"upstream sent no response headers within {self.timeouts.headers:g}s"
+                )
+            except aiohttp.ClientConnectorError as exc:
+                err = APIError(f"upstream unreachable: {type(exc).__name__}")
+            except (aiohttp.ClientError, OSError) as exc:
+                err = APIError(f"upstream connection failed: {type(exc).__name__}")
+            else:
+                ctx.upstream_status = resp.status
+                ctx.upstream_ms = round((time.perf_counter() - started) * 1000.0, 3)
+                if resp.status < 300:
+                    return resp
+                try:
+                    async with asyncio.timeout(self.timeouts.headers):
+                        data = await resp.content.read(_MAX_ERROR_BODY)
+                except (TimeoutError, aiohttp.ClientError, OSError):
+                    data = b""
+                finally:
+                    resp.release()
+                err = from_upstream(resp.status, data, resp.headers, secrets=self.secrets(route))
+                delay_headers = resp.headers
+                if resp.status not in _RETRY_STATUSES or isinstance(err, BillingError):
+                    raise err
+            if attempt >= retry.max_attempts:
+                raise err
+            delay = _retry_delay(attempt, delay_headers, retry)
+            if delay is None:
+                raise err
+            await asyncio.sleep(delay)
+
+    async def read_body(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The whole body of a non-streaming answer, within the headers timeout."""
+        try:
+            async with asyncio.timeout(self.timeouts.headers):
+                return await resp.read()
+        except TimeoutError:
+            raise GatewayTimeoutError(
+                f"upstream body not received within {self.timeouts.headers:g}s"
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise APIError(f"upstream connection failed: {type(exc).__name__}") from None
+        finally:
+            resp.release()
