@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -222,6 +223,11 @@ def load_settings(
         where = msg.rsplit(" - at `", 1)
         if len(where) == 2:
             jsonpath = where[1].rstrip("`")
+            unknown = re.match(r"Object contains unknown field `(.+)`$", where[0])
+            if unknown:
+                # Name the misspelt key itself, not the table holding it.
+                key = f"{jsonpath[2:]}.{unknown.group(1)}".lstrip(".")
+                raise SettingsError(f"bad setting {key}: unknown key") from None
             key = jsonpath[2:] or "(top level)"
             value = _get_path(doc, jsonpath)
             shown = "" if value is None else f" = {value!r}"
