@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     if settings.mock:
         print(BANNER, file=sys.stderr, flush=True)
     try:
-        import uvloop  # optional: faster event loop when installed
+        import uvloop  # type: ignore[import-not-found,unused-ignore]  # optional, faster loop
 
         uvloop.install()
     except ImportError:

@@ -115,8 +115,16 @@ async def messages(request: web.Request) -> web.StreamResponse:
         tool_names=names,
         message_id=message_id(),
     )
-    timeouts = app[SETTINGS].timeouts
-    return await relay(request, resp, translator, ctx, idle_timeout=timeouts.idle)
+    settings = app[SETTINGS]
+    return await relay(
+        request,
+        resp,
+        translator,
+        ctx,
+        idle_timeout=settings.timeouts.idle,
+        ping_interval=settings.server.ping_interval,
+        max_event_bytes=settings.server.max_event_bytes,
+    )
 
 
 _OK: Final = orjson.dumps({"status": "ok"})

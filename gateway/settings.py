@@ -47,6 +47,10 @@ class ServerSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: Anthropic's own limit for Messages and count_tokens bodies is 32 MB.
     max_body_bytes: Annotated[int, Meta(ge=1024)] = 32 * 1024 * 1024
+    #: seconds of upstream silence after which a `ping` event keeps the client's stream alive
+    ping_interval: Seconds = 10.0
+    #: largest single SSE event accepted from an upstream
+    max_event_bytes: Annotated[int, Meta(ge=1024)] = 16 * 1024 * 1024
 
 
 class TimeoutSettings(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -226,12 +230,12 @@ def load_settings(
             unknown = re.match(r"Object contains unknown field `(.+)`$", where[0])
             if unknown:
                 # Name the misspelt key itself, not the table holding it.
-                key = f"{jsonpath[2:]}.{unknown.group(1)}".lstrip(".")
-                raise SettingsError(f"bad setting {key}: unknown key") from None
-            key = jsonpath[2:] or "(top level)"
+                name = f"{jsonpath[2:]}.{unknown.group(1)}".lstrip(".")
+                raise SettingsError(f"bad setting {name}: unknown key") from None
+            name = jsonpath[2:] or "(top level)"
             value = _get_path(doc, jsonpath)
             shown = "" if value is None else f" = {value!r}"
-            raise SettingsError(f"bad setting {key}{shown}: {where[0]}") from None
+            raise SettingsError(f"bad setting {name}{shown}: {where[0]}") from None
         raise SettingsError(f"bad settings: {msg}") from None
     _check(settings)
     return settings

@@ -46,7 +46,7 @@ def _retry_delay(attempt: int, headers: Mapping[str, str], retry: RetrySettings)
             hint = None  # an HTTP date: fall back to our own backoff
     if hint is not None:
         return hint if 0 <= hint <= retry.retry_after_cap else None
-    base = min(retry.backoff_max, retry.backoff_base * (2 ** (attempt - 1)))
+    base: float = min(retry.backoff_max, retry.backoff_base * 2.0 ** (attempt - 1))
     return base * (0.5 + random.random() / 2)  # "equal jitter"
 
 

@@ -92,7 +92,7 @@ class ToolResultBlock(_Tagged, tag="tool_result"):
     is_error: bool | None = None
 
 
-def _artefact(tag: str) -> type[_Tagged]:
+def _artefact(tag: str) -> type[Struct]:
     # Server-tool artefacts that clients may echo back from earlier responses (§1.3). They have
     # no upstream equivalent and are dropped by the translators; declaring them keeps the
     # request valid instead of failing on an unknown tag.
@@ -148,7 +148,7 @@ class OutputConfig(Struct, kw_only=True):
 
 class Message(Struct, kw_only=True):
     role: Literal["user", "assistant", "system"]
-    content: str | list[AnyContentBlock]  # type: ignore[valid-type]
+    content: str | list[AnyContentBlock]
     # Claude Code puts a per-turn effort on its mid-conversation system messages.
     output_config: OutputConfig | None = None
 
