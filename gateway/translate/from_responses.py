@@ -1,0 +1,259 @@
+"""Responses API response object → Anthropic ``Message`` (non-streaming), plus the mapping
+helpers the stream translator shares, so both paths follow one set of rules.
+
+Pure: no aiohttp, no asyncio. protocol.md §2 (target shape), §6 (source shape), §9.3 (block
+mapping), §9.6 (stop_reason), §9.7 (usage), §9.8 (stop sequences), §9.10 (reasoning).
+
+Rules (identical in ``stream_responses``):
+
+* one ``text`` block per ``message`` item: its ``output_text`` and ``refusal`` parts
+  concatenated; empty text makes no block (the stream opens text blocks lazily);
+* ``function_call`` → ``tool_use`` (id from ``call_id``, name mapped back to the client's);
+  ``input`` is the parsed arguments object: invalid JSON → ``{}``, a non-object → ``{"value": v}``;
+* ``reasoning`` (only when ``thinking``) → ``thinking`` with the summary texts joined by
+  ``"\\n\\n"`` (or vLLM ``reasoning_text`` content when there is no summary) and a gateway
+  signature; no text but ``encrypted_content`` → ``redacted_thinking``; neither → nothing;
+* a non-empty refusal part → ``stop_reason: refusal``;
+* item types we do not request (hosted tools) are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgspec
+import orjson
+
+from ..errors import APIError, GatewayError, from_upstream_failure
+from ..schemas.anthropic import (
+    MessageResponse,
+    OutBlock,
+    OutRedactedThinking,
+    OutText,
+    OutThinking,
+    OutToolUse,
+    Usage,
+)
+from ..schemas.openai_responses import (
+    RESPONSE_DECODER,
+    FunctionCallItem,
+    MessageItem,
+    ReasoningItem,
+    ResponseError,
+    ResponseUsage,
+    decode_item,
+)
+from .common import (
+    Signer,
+    estimate_tokens,
+    message_id,
+    stop_reason,
+    tool_use_id_from_upstream,
+    usage_from_responses,
+)
+from .stop_sequences import cut_at_stop_sequence
+
+__all__ = [
+    "client_tool_name",
+    "failure_error",
+    "final_usage",
+    "from_responses",
+    "message_text",
+    "reasoning_block",
+    "reasoning_text",
+    "tool_input",
+    "tool_input_json",
+]
+
+_MAX_REASON: Final = 200
+
+# ---------------------------------------------------------------------------------------------
+# Shared helpers (also used by stream_responses)
+
+
+def client_tool_name(name: str | None, tool_names: Mapping[str, str] | None) -> str:
+    """The client's tool name for an upstream function name (unchanged when not mapped)."""
+    name = name or ""
+    if tool_names:
+        return tool_names.get(name, name)
+    return name
+
+
+def tool_input(arguments: str | None) -> Any:
+    """Upstream ``arguments`` string → Anthropic ``tool_use.input`` (always a JSON object).
+
+    ``input`` must be an object (protocol.md §10 item 5); a model that emits broken JSON
+    must not fail the whole answer, so invalid JSON becomes ``{}`` and any other JSON value
+    is wrapped as ``{"value": v}``.
+    """
+    if not arguments or not arguments.strip():
+        return {}
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def tool_input_json(arguments: str | None) -> str:
+    """The one ``input_json_delta`` for arguments that arrived whole (no usable deltas).
+
+    The upstream text itself when it parses to an object (nothing re-serialised), else the
+    JSON of :func:`tool_input`: the client's accumulator re-parses the concatenated partials
+    and raises on anything that does not start a JSON value (protocol.md §3.4 item 4).
+    """
+    text = (arguments or "").strip()
+    if text.startswith("{"):
+        try:
+            if isinstance(orjson.loads(text), dict):
+                return text
+        except orjson.JSONDecodeError:
+            pass
+    return orjson.dumps(tool_input(arguments)).decode()
+
+
+def message_text(item: MessageItem) -> tuple[str, bool]:
+    """(visible text of a message item, whether it carried a non-empty refusal)."""
+    parts: list[str] = []
+    refusal = False
+    for part in item.content or ():
+        if part.type == "refusal":
+            if part.refusal:
+                parts.append(part.refusal)
+                refusal = True
+        elif part.text:
+            parts.append(part.text)
+    return "".join(parts), refusal
+
+
+def reasoning_text(item: ReasoningItem) -> str:
+    """Summary texts joined by a blank line; raw ``reasoning_text`` only when no summary."""
+    texts = [p.text for p in item.summary or () if p.text]
+    if not texts:
+        texts = [p.text for p in item.content or () if p.text]
+    return "\n\n".join(texts)
+
+
+def reasoning_block(
+    item_id: str | None, text: str, encrypted_content: str | None, signer: Signer
+) -> OutThinking | OutRedactedThinking | None:
+    """The block for a reasoning item (§9.10): thinking, redacted_thinking, or nothing."""
+    if text:
+        return OutThinking(thinking=text, signature=signer.encode(item_id or "", encrypted_content))
+    if encrypted_content:
+        return OutRedactedThinking(data=signer.encode(item_id or "", encrypted_content))
+    return None
+
+
+def final_usage(usage: ResponseUsage | None, *, input_tokens: int, output_chars: int) -> Usage:
+    """Anthropic usage from the upstream's, or an estimate when it reported none.
+
+    "None" includes an all-zero report: responses-stream-incomplete-max-output-tokens ends
+    with zeros although 16 tokens were produced; an estimate is closer (§9.7).
+    """
+    if usage is None or not (usage.input_tokens or usage.output_tokens):
+        return Usage(input_tokens=input_tokens, output_tokens=estimate_tokens(output_chars))
+    return usage_from_responses(usage)
+
+
+def failure_error(error: ResponseError | None) -> GatewayError:
+    """``response.failed`` / failed body → GatewayError via errors.from_upstream_failure."""
+    if error is None:
+        return from_upstream_failure(None, None)
+    code = error.code if error.code is not None else error.type
+    return from_upstream_failure(None if code is None else str(code), error.message)
+
+
+def _invalid(reason: str) -> APIError:
+    if len(reason) > _MAX_REASON:
+        reason = reason[:_MAX_REASON] + "…"
+    return APIError(f"upstream returned an invalid response: {reason}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Non-streaming
+
+
+def from_responses(
+    body: bytes,
+    *,
+    model: str,
+    signer: Signer,
+    thinking: bool,
+    stop_sequences: list[str] | None = None,
+    tool_names: Mapping[str, str] | None = None,
+) -> MessageResponse:
+    """Translate the upstream's non-streaming JSON body into an Anthropic Message.
+
+    ``model`` is the client's model string (echoed, protocol.md §10 item 14). With
+    ``thinking=False`` reasoning items produce no blocks. ``stop_sequences`` are emulated by
+    cutting the text at the first match and dropping every later block (§9.8); usage then
+    stays the upstream's, which is what was generated and billed.
+
+    Raises ``errors.from_upstream_failure(code, message)`` for ``status: failed`` and
+    ``errors.APIError("upstream returned an invalid response: …")`` for a body that does not
+    decode, or a response that is not finished (``cancelled``, ``queued``, ``in_progress``).
+    """
+    try:
+        resp = RESPONSE_DECODER.decode(body)
+    except msgspec.DecodeError as exc:
+        raise _invalid(str(exc)) from None
+    status = resp.status
+    if status == "failed" or (status is None and resp.error is not None):
+        raise failure_error(resp.error)
+    if status in ("cancelled", "queued", "in_progress"):
+        raise _invalid(f"status {status}")
+
+    content: list[OutBlock] = []
+    refusal = False
+    tool_use = False
+    matched: str | None = None
+    chars = 0
+    for raw in resp.output or ():
+        try:
+            item = decode_item(raw)
+        except msgspec.DecodeError as exc:
+            raise _invalid(f"output item: {exc}") from None
+        if isinstance(item, MessageItem):
+            text, is_refusal = message_text(item)
+            refusal = refusal or is_refusal
+            if stop_sequences:
+                text, matched = cut_at_stop_sequence(text, stop_sequences)
+            if text:
+                content.append(OutText(text=text))
+                chars += len(text)
+            if matched is not None:
+                break
+        elif isinstance(item, FunctionCallItem):
+            content.append(
+                OutToolUse(
+                    id=tool_use_id_from_upstream(item.call_id),
+                    name=client_tool_name(item.name, tool_names),
+                    input=tool_input(item.arguments),
+                )
+            )
+            tool_use = True
+            chars += len(item.arguments or "")
+        elif isinstance(item, ReasoningItem) and thinking:
+            text = reasoning_text(item)
+            block = reasoning_block(item.id, text, item.encrypted_content, signer)
+            if block is not None:
+                content.append(block)
+                chars += len(text)
+        # None (an item type we do not request) and reasoning with thinking off: ignored.
+
+    incomplete = resp.incomplete_details.reason if resp.incomplete_details else None
+    return MessageResponse(
+        id=message_id(),
+        model=model,
+        content=content,
+        stop_reason=stop_reason(
+            incomplete_reason=incomplete,
+            refusal=refusal,
+            tool_use=tool_use,
+            stop_sequence=matched,
+        ),
+        stop_sequence=matched,
+        usage=final_usage(resp.usage, input_tokens=0, output_chars=chars),
+    )
