@@ -15,8 +15,9 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+from .count_tokens import TokenCounter
 from .handlers import add_routes
-from .keys import MOCK_URL, ROUTER, SETTINGS, SIGNER, UPSTREAM
+from .keys import COUNTER, MOCK_URL, ROUTER, SETTINGS, SIGNER, UPSTREAM
 from .logs import log_event
 from .middleware import make_middleware
 from .routing import Router
@@ -113,6 +114,7 @@ def create_app(
             skip_auto_headers=("User-Agent",),
         )
         app[UPSTREAM] = UpstreamClient(session, settings.timeouts, settings.retries)
+        app[COUNTER] = TokenCounter(app[UPSTREAM])
         try:
             yield
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -11,10 +12,16 @@ import orjson
 from aiohttp import web
 
 from .errors import InvalidRequestError
-from .keys import ROUTER, SETTINGS, SIGNER, UPSTREAM
+from .keys import COUNTER, ROUTER, SETTINGS, SIGNER, UPSTREAM
 from .middleware import CTX_KEY, RequestContext
 from .relay import StreamTranslator, relay
-from .schemas.anthropic import REQUEST_DECODER, RESPONSE_ENCODER, MessageResponse, MessagesRequest
+from .schemas.anthropic import (
+    COUNT_TOKENS_DECODER,
+    REQUEST_DECODER,
+    RESPONSE_ENCODER,
+    MessageResponse,
+    MessagesRequest,
+)
 from .settings import Route
 from .translate.common import Signer, message_id
 from .translate.from_responses import from_responses
@@ -51,12 +58,12 @@ def _validation_message(exc: msgspec.ValidationError) -> str:
     return text
 
 
-def decode_request(body: bytes) -> MessagesRequest:
-    """Decode and validate a Messages request body; InvalidRequestError names the JSON path."""
+def decode_request(body: bytes, decoder: msgspec.json.Decoder[Any] = REQUEST_DECODER) -> Any:
+    """Decode and validate a request body; InvalidRequestError names the JSON path."""
     if not body:
         raise InvalidRequestError("request body is empty; expected a JSON object")
     try:
-        return REQUEST_DECODER.decode(body)
+        return decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise InvalidRequestError(_validation_message(exc)) from None
     except msgspec.DecodeError as exc:
@@ -73,7 +80,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     app = request.app
     ctx: RequestContext = request[CTX_KEY]
     body = await request.read()
-    req = decode_request(body)
+    req: MessagesRequest = decode_request(body)
     ctx.model = req.model
     route = app[ROUTER].resolve(req.model)
     ctx.route = route.name
@@ -127,6 +134,21 @@ async def messages(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def count_tokens(request: web.Request) -> web.Response:
+    """``POST /v1/messages/count_tokens``: counted on the translated Responses payload."""
+    ctx: RequestContext = request[CTX_KEY]
+    counted = decode_request(await request.read(), COUNT_TOKENS_DECODER)
+    ctx.model = counted.model
+    route = request.app[ROUTER].resolve(counted.model)
+    ctx.route = route.name
+    # The count endpoint takes no max_tokens; the translation needs one and ignores it here.
+    req = MessagesRequest(**msgspec.structs.asdict(counted), max_tokens=MIN_COUNT_TOKENS)
+    payload = to_responses(req, route, request.app[SIGNER], stream=False)
+    n = await request.app[COUNTER].count(payload, route, ctx)
+    return web.Response(body=orjson.dumps({"input_tokens": n}), content_type="application/json")
+
+
+MIN_COUNT_TOKENS: Final = 16
 _OK: Final = orjson.dumps({"status": "ok"})
 
 
@@ -144,9 +166,47 @@ async def event_logging(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _model_info(model_id: str) -> dict[str, Any]:
+    m = _ALIAS_RE.match(model_id)
+    name = f"Claude {m.group(1).title()} {m.group(2)}.{m.group(3)}" if m else model_id
+    return {
+        "type": "model",
+        "id": model_id,
+        "display_name": name,
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+
+
+_ALIAS_RE: Final = re.compile(r"^claude-([a-z]+)-(\d+)-(\d+)$")
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """``GET /v1/models`` in Anthropic's format: the configured ``claude-*`` aliases."""
+    ids = request.app[SETTINGS].models.aliases
+    data = [_model_info(i) for i in ids]
+    body = {
+        "data": data,
+        "has_more": False,
+        "first_id": ids[0] if ids else None,
+        "last_id": ids[-1] if ids else None,
+    }
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """``GET /v1/models/{id}``: any name a route accepts is a model (unknown ``claude-*``
+    names route by tier, so they exist too)."""
+    model_id = request.match_info["model_id"]
+    request.app[ROUTER].resolve(model_id)  # NotFoundError when nothing routes it
+    return web.Response(body=orjson.dumps(_model_info(model_id)), content_type="application/json")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/stream", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model_id}", get_model)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/", root)  # aiohttp adds HEAD for GET routes
     app.router.add_post("/api/event_logging/batch", event_logging)

@@ -7,6 +7,7 @@ from typing import Final
 
 from aiohttp import web
 
+from .count_tokens import TokenCounter
 from .routing import Router
 from .settings import Settings
 from .translate.common import Signer
@@ -16,5 +17,6 @@ SETTINGS: Final = web.AppKey("settings", Settings)
 ROUTER: Final = web.AppKey("router", Router)
 SIGNER: Final = web.AppKey("signer", Signer)
 UPSTREAM: Final = web.AppKey("upstream", UpstreamClient)
+COUNTER: Final = web.AppKey("token_counter", TokenCounter)
 #: base URL of the in-process mock upstream, when the gateway serves from it
 MOCK_URL: Final = web.AppKey("mock_url", str)

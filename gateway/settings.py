@@ -79,6 +79,21 @@ class UpstreamSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     #: name of the environment variable holding the key; "" for servers that need none
     api_key_env: str = "OPENAI_API_KEY"
     headers: dict[str, str] = {}
+    # Chat Completions server differences (protocol.md §8, §10 items 11-12); ignored by
+    # "responses" upstreams.
+    #: which field carries the output limit; many compatible servers only honour max_tokens
+    max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
+    #: send stream_options.include_usage (servers that reject it: set false)
+    stream_usage: bool = True
+    #: the server accepts image parts (text-only models: images become a text note)
+    images: bool = True
+    #: send earlier thinking back on assistant messages under this field (DeepSeek/vLLM
+    #: interleaved-thinking models want it); "" = never
+    thinking_field: Literal["", "reasoning_content", "reasoning"] = ""
+    #: send reasoning_effort (OpenAI reasoning models; most compatible servers reject it)
+    reasoning_effort: bool = False
+    #: forward top_k (vLLM, llama.cpp and Ollama accept it; OpenAI does not)
+    top_k: bool = False
 
 
 class RouteSettings(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -100,6 +115,10 @@ class RouteSettings(Struct, kw_only=True, forbid_unknown_fields=True):
 class ModelSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     big: Annotated[str, Meta(min_length=1)] = DEFAULT_BIG_MODEL
     small: Annotated[str, Meta(min_length=1)] = DEFAULT_SMALL_MODEL
+    #: model ids listed by GET /v1/models (Claude Code's picker); any claude-* name still routes
+    aliases: list[str] = msgspec.field(
+        default_factory=lambda: ["claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5"]
+    )
 
 
 class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -129,6 +148,12 @@ class Route(Struct, kw_only=True, frozen=True):
     reasoning: bool = True
     sampling: bool = False
     default_effort: str | None = None
+    max_tokens_field: str = "max_completion_tokens"
+    stream_usage: bool = True
+    images: bool = True
+    thinking_field: str = ""
+    reasoning_effort: bool = False
+    top_k: bool = False
 
     def __repr__(self) -> str:  # never show the key, even masked
         return f"Route({self.name!r}, {self.dialect}, {self.base_url!r}, {self.upstream_model!r})"
@@ -278,6 +303,12 @@ def resolve_routes(settings: Settings, env: Mapping[str, str] | None = None) -> 
                 reasoning=rs.reasoning,
                 sampling=rs.sampling,
                 default_effort=rs.default_effort,
+                max_tokens_field=up.max_tokens_field,
+                stream_usage=up.stream_usage,
+                images=up.images,
+                thinking_field=up.thinking_field,
+                reasoning_effort=up.reasoning_effort,
+                top_k=up.top_k,
             )
         )
     return out

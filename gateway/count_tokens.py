@@ -1,0 +1,171 @@
+"""``POST /v1/messages/count_tokens``: the upstream's exact count, cached and coalesced, with a
+local o200k count as the fallback (issue 4 item 4).
+
+Claude Code and its IDE extensions call this endpoint in bursts (``/context`` makes ~25 calls,
+claude-code.md §2), so identical requests are answered from a small TTL cache and concurrent
+identical requests share one upstream call. It never fails the caller: when the route's
+upstream has no counting endpoint (Chat Completions servers) or the call fails, the count is
+made locally with the o200k_base vocabulary (``bpe-openai`` ships it, so it works offline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Final
+
+import orjson
+
+from .errors import GatewayError
+from .logs import log_event
+from .middleware import RequestContext
+from .settings import Route
+from .upstream import UpstreamClient
+
+#: Keys the Responses ``input_tokens`` endpoint accepts (openai ``input_token_count_params``).
+_COUNT_KEYS: Final = frozenset(
+    {
+        "model",
+        "input",
+        "instructions",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "reasoning",
+        "text",
+    }
+)
+#: Rough per-item costs where there is no text to tokenize (OpenAI's own framing tokens per
+#: message, a high-detail image tile budget, a PDF page).
+_PER_ITEM: Final = 4
+_PER_TOOL: Final = 8
+_IMAGE: Final = 765
+_PDF_BYTES_PER_TOKEN: Final = 12
+
+_encoder: Callable[[str], int] | None = None
+
+
+def _token_counter() -> Callable[[str], int]:
+    """o200k_base token counter, loaded on first use (it costs tens of MB of memory)."""
+    global _encoder
+    if _encoder is None:
+        try:
+            import bpe_openai  # type: ignore[import-untyped]
+
+            enc = bpe_openai.get_encoding("o200k_base")
+
+            def count(text: str) -> int:
+                return len(enc.encode_ordinary(text))
+
+            _encoder = count
+        except Exception:  # no tokenizer package: ≈4 characters a token
+            _encoder = lambda text: (len(text) + 3) // 4  # noqa: E731
+    return _encoder
+
+
+def _collect(value: Any, texts: list[str]) -> int:
+    """Append the countable text in a Responses content value; return fixed extra tokens."""
+    extra = 0
+    if isinstance(value, str):
+        texts.append(value)
+    elif isinstance(value, list):
+        for part in value:
+            if not isinstance(part, dict):
+                continue
+            kind = part.get("type")
+            if kind in ("input_text", "output_text", "summary_text"):
+                texts.append(part.get("text") or "")
+            elif kind == "input_image":
+                extra += _IMAGE
+            elif kind == "input_file":
+                extra += len(part.get("file_data") or "") * 3 // 4 // _PDF_BYTES_PER_TOKEN
+    return extra
+
+
+def local_count(payload: dict[str, Any]) -> int:
+    """Estimate the input tokens of a translated Responses payload with o200k_base."""
+    texts: list[str] = []
+    extra = 3  # the assistant reply priming
+    if isinstance(payload.get("instructions"), str):
+        texts.append(payload["instructions"])
+        extra += _PER_ITEM
+    items = payload.get("input")
+    for item in items if isinstance(items, list) else [items]:
+        if not isinstance(item, dict):
+            if isinstance(item, str):
+                texts.append(item)
+            continue
+        extra += _PER_ITEM
+        kind = item.get("type")
+        if kind == "function_call":
+            texts.append(item.get("name") or "")
+            texts.append(item.get("arguments") or "")
+        elif kind == "function_call_output":
+            extra += _collect(item.get("output"), texts)
+        elif kind == "reasoning":
+            extra += _collect(item.get("summary"), texts)
+        else:
+            extra += _collect(item.get("content"), texts)
+    for tool in payload.get("tools") or ():
+        extra += _PER_TOOL
+        texts.append(orjson.dumps(tool).decode())
+    return _token_counter()("\n".join(texts)) + extra
+
+
+class TokenCounter:
+    """Counts with the upstream, caching results and coalescing identical concurrent calls."""
+
+    def __init__(self, upstream: UpstreamClient, *, size: int = 2048, ttl: float = 600.0) -> None:
+        self.upstream = upstream
+        self.size = size
+        self.ttl = ttl
+        self._cache: OrderedDict[bytes, tuple[float, int]] = OrderedDict()
+        self._inflight: dict[bytes, asyncio.Future[int]] = {}
+        self.upstream_calls = 0
+
+    async def count(self, payload: dict[str, Any], route: Route, ctx: RequestContext) -> int:
+        body = orjson.dumps({k: v for k, v in payload.items() if k in _COUNT_KEYS})
+        key = hashlib.blake2b(route.name.encode() + b"\0" + body, digest_size=20).digest()
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < self.ttl:
+            self._cache.move_to_end(key)
+            return hit[1]
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            n = await self._count(body, payload, route, ctx)
+            self._cache[key] = (time.monotonic(), n)
+            if len(self._cache) > self.size:
+                self._cache.popitem(last=False)
+            fut.set_result(n)
+            return n
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def _count(
+        self, body: bytes, payload: dict[str, Any], route: Route, ctx: RequestContext
+    ) -> int:
+        if route.dialect == "responses":
+            self.upstream_calls += 1
+            try:
+                resp = await self.upstream.send(route, "/responses/input_tokens", body, ctx)
+                data = orjson.loads(await self.upstream.read_body(resp))
+                n = data.get("input_tokens") if isinstance(data, dict) else None
+                if isinstance(n, int) and n >= 0:
+                    return n
+                log_event("count_tokens_fallback", reason="invalid_upstream_answer")
+            except (GatewayError, orjson.JSONDecodeError) as exc:
+                reason = exc.error_type if isinstance(exc, GatewayError) else "invalid_json"
+                log_event("count_tokens_fallback", reason=reason)
+        return local_count(payload)
