@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: venv run mock test lint typecheck unit clean
+.PHONY: venv run mock test lint typecheck unit e2e clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,7 +35,11 @@ typecheck: venv
 unit: venv
 	$(BIN)/python -m pytest
 
-## Lint, type-check and run the whole test suite.
+## Only the end-to-end run of the real Claude Code CLI (installed with npm into .cache/).
+e2e: venv
+	$(BIN)/python -m pytest tests/e2e
+
+## Lint, type-check and run the whole test suite (the Claude Code e2e run included).
 test: lint typecheck unit
 
 clean:
