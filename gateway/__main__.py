@@ -6,6 +6,7 @@ A bad setting prints one line naming the key and value and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 from collections.abc import Mapping
@@ -46,6 +47,15 @@ def needs_mock(settings: Settings, env: Mapping[str, str]) -> bool:
     return False
 
 
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     env = os.environ
@@ -73,8 +83,15 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.install()
     except ImportError:
         pass
-    from .app import create_app
+    from .app import api_keys_from, create_app
 
+    if not _is_loopback(settings.server.host) and not api_keys_from(env):
+        print(
+            f"messages-gateway: WARNING: listening on {settings.server.host} without "
+            "GATEWAY_API_KEYS: anyone who can reach this port can spend your upstream key",
+            file=sys.stderr,
+            flush=True,
+        )
     app = create_app(settings, env=env)
     host, port = settings.server.host, settings.server.port
     log_event("gateway_started", host=host, port=port, mock=settings.mock, pid=os.getpid())
@@ -91,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
         access_log=None,
         handler_cancellation=True,
         print=None,
+        # on_shutdown gives streams `shutdown_grace` seconds, then ends them with an error
+        # event; this is how long aiohttp then waits for their handlers to write it.
+        shutdown_timeout=settings.server.shutdown_grace + 5.0,
     )
 
 

@@ -6,6 +6,7 @@ mock upstream) is created in ``cleanup_ctx`` and closed there.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Mapping
@@ -16,10 +17,11 @@ import msgspec
 from aiohttp import web
 
 from .count_tokens import TokenCounter
+from .errors import OverloadedError
 from .handlers import add_routes
-from .keys import COUNTER, MOCK_URL, ROUTER, SETTINGS, SIGNER, UPSTREAM
+from .keys import COUNTER, IN_FLIGHT, MOCK_URL, ROUTER, SETTINGS, SIGNER, STREAMS, UPSTREAM
 from .logs import log_event
-from .middleware import make_middleware
+from .middleware import InFlight, make_middleware
 from .routing import Router
 from .settings import Settings, UpstreamSettings
 from .translate.common import Signer
@@ -70,6 +72,22 @@ def api_keys_from(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(keys)
 
 
+async def _drain_streams(app: web.Application) -> None:
+    """Graceful shutdown (issue 5): the listening sockets are closed already; give open streams
+    ``shutdown_grace`` seconds, then end the rest with a retryable ``overloaded_error`` event."""
+    streams = app[STREAMS]
+    grace = app[SETTINGS].server.shutdown_grace
+    step = 0.05
+    for _ in range(int(grace / step)):  # a shutdown-time poll; streams end on their own
+        if not streams:
+            break
+        await asyncio.sleep(step)
+    if streams:
+        log_event("shutdown_ending_streams", count=len(streams))
+    for watchdog in list(streams):
+        watchdog.abort(OverloadedError("the gateway is shutting down; retry"), "shutdown")
+
+
 def create_app(
     settings: Settings,
     *,
@@ -78,11 +96,15 @@ def create_app(
 ) -> web.Application:
     """Build the gateway application. ``env`` defaults to ``os.environ`` (keys, signing key)."""
     env = dict(os.environ if env is None else env)
+    in_flight = InFlight(settings.server.max_in_flight)
     app = web.Application(
-        middlewares=[make_middleware(api_keys_from(env))],
+        middlewares=[make_middleware(api_keys_from(env), in_flight)],
         client_max_size=settings.server.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[IN_FLIGHT] = in_flight
+    app[STREAMS] = set()
+    app.on_shutdown.append(_drain_streams)
     app[SIGNER] = Signer(signing_key or load_signing_key(env))
     add_routes(app)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,8 +12,8 @@ import msgspec
 import orjson
 from aiohttp import web
 
-from .errors import InvalidRequestError
-from .keys import COUNTER, ROUTER, SETTINGS, SIGNER, UPSTREAM
+from .errors import GatewayTimeoutError, InvalidRequestError
+from .keys import COUNTER, ROUTER, SETTINGS, SIGNER, STREAMS, UPSTREAM
 from .middleware import CTX_KEY, RequestContext
 from .relay import StreamTranslator, relay
 from .schemas.anthropic import (
@@ -93,9 +94,16 @@ async def messages(request: web.Request) -> web.StreamResponse:
     names = tool_name_map(req)
     thinking = _thinking_requested(req, route)
     upstream = app[UPSTREAM]
-    resp = await upstream.send(route, dialect.path, orjson.dumps(payload), ctx)
-    if not stream:
-        data = await upstream.read_body(resp)
+    settings = app[SETTINGS]
+    total = settings.timeouts.total
+    deadline = asyncio.get_running_loop().time() + total if total else None
+    try:
+        async with asyncio.timeout_at(deadline):
+            resp = await upstream.send(route, dialect.path, orjson.dumps(payload), ctx)
+            data = None if stream else await upstream.read_body(resp)
+    except TimeoutError:
+        raise GatewayTimeoutError(f"request exceeded the gateway's {total:g}s cap") from None
+    if data is not None:
         message = dialect.from_upstream(
             data,
             model=req.model,
@@ -122,7 +130,6 @@ async def messages(request: web.Request) -> web.StreamResponse:
         tool_names=names,
         message_id=message_id(),
     )
-    settings = app[SETTINGS]
     return await relay(
         request,
         resp,
@@ -131,6 +138,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
         idle_timeout=settings.timeouts.idle,
         ping_interval=settings.server.ping_interval,
         max_event_bytes=settings.server.max_event_bytes,
+        deadline=deadline,
+        registry=app[STREAMS],
     )
 
 

@@ -8,6 +8,8 @@ from typing import Final
 from aiohttp import web
 
 from .count_tokens import TokenCounter
+from .middleware import InFlight
+from .relay import Watchdog
 from .routing import Router
 from .settings import Settings
 from .translate.common import Signer
@@ -18,5 +20,8 @@ ROUTER: Final = web.AppKey("router", Router)
 SIGNER: Final = web.AppKey("signer", Signer)
 UPSTREAM: Final = web.AppKey("upstream", UpstreamClient)
 COUNTER: Final = web.AppKey("token_counter", TokenCounter)
+IN_FLIGHT: Final = web.AppKey("in_flight", InFlight)
+#: the watchdogs of the streams open now (graceful shutdown ends them)
+STREAMS: Final = web.AppKey("streams", set[Watchdog])
 #: base URL of the in-process mock upstream, when the gateway serves from it
 MOCK_URL: Final = web.AppKey("mock_url", str)

@@ -21,6 +21,7 @@ from .errors import (
     GatewayError,
     InvalidRequestError,
     NotFoundError,
+    OverloadedError,
     RequestTooLargeError,
     error_body,
 )
@@ -92,7 +93,19 @@ def error_response(err: GatewayError, ctx: RequestContext) -> web.Response:
     return resp
 
 
-def make_middleware(api_keys: tuple[str, ...]) -> Callable[..., Awaitable[web.StreamResponse]]:
+class InFlight:
+    """Requests to /v1/messages* being handled now (the overload guard; read by metrics)."""
+
+    __slots__ = ("limit", "value")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.value = 0
+
+
+def make_middleware(
+    api_keys: tuple[str, ...], in_flight: InFlight
+) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Build the middleware; ``api_keys`` empty means inbound auth is off."""
     keys = tuple(k.encode() for k in api_keys)
     open_paths = frozenset({"/", "/healthz", "/readyz"})
@@ -125,10 +138,20 @@ def make_middleware(api_keys: tuple[str, ...]) -> Callable[..., Awaitable[web.St
         path = request.path
         log_event("request_start", id=cid, method=request.method, path=path)
         resp: web.StreamResponse | None = None
+        counted = False
         try:
             # 2. inbound auth (health endpoints stay open)
             if keys and path not in open_paths and not authorised(request):
                 raise AuthenticationError("invalid x-api-key")
+            # 3. overload guard: shed load with a retryable 529 rather than queue without end
+            if path.startswith("/v1/messages"):
+                if in_flight.limit and in_flight.value >= in_flight.limit:
+                    raise OverloadedError(
+                        "the gateway is at its in-flight request limit",
+                        headers={"retry-after": "1"},
+                    )
+                in_flight.value += 1
+                counted = True
             resp = await handler(request)
         except GatewayError as err:
             resp = error_response(err, ctx)
@@ -154,6 +177,8 @@ def make_middleware(api_keys: tuple[str, ...]) -> Callable[..., Awaitable[web.St
             log_exception("internal_error", exc, id=cid)
             resp = error_response(APIError("internal gateway error"), ctx)
         finally:
+            if counted:
+                in_flight.value -= 1
             if resp is not None and not resp.prepared:
                 resp.headers["request-id"] = rid
                 resp.headers[CORRELATION_HEADER] = cid

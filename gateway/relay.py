@@ -39,22 +39,39 @@ class StreamTranslator(Protocol):
     def fail(self, err: GatewayError) -> list[bytes]: ...
 
 
-class _IdleTimeout(Exception):
-    """Set on the upstream reader when it has been silent past the idle timeout."""
+class StreamAbort(Exception):
+    """Injected into the upstream reader to end a stream with ``error`` (an idle upstream, the
+    whole-request cap, a shutdown past its grace period)."""
+
+    def __init__(self, error: GatewayError, outcome: str) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.outcome = outcome
 
 
 class _ClientGone(Exception):
     """The client closed its connection while we were writing."""
 
 
-class _Watchdog:
-    """Idle timeout and keep-alive pings for one stream, on one timer handle.
+class Watchdog:
+    """Idle timeout, whole-request deadline and keep-alive pings for one stream, on one timer.
 
     Per upstream chunk the relay only calls ``touch()`` (an attribute store); the timer
-    callback runs once per ``ping`` seconds of silence, not per chunk.
+    callback runs once per ``ping`` seconds of silence, not per chunk. ``abort()`` ends the
+    stream from outside (graceful shutdown).
     """
 
-    __slots__ = ("_handle", "_loop", "_response", "_task", "content", "idle", "last", "ping")
+    __slots__ = (
+        "_handle",
+        "_loop",
+        "_response",
+        "_task",
+        "content",
+        "deadline",
+        "idle",
+        "last",
+        "ping",
+    )
 
     def __init__(
         self,
@@ -62,31 +79,47 @@ class _Watchdog:
         content: aiohttp.StreamReader,
         idle: float,
         ping: float,
+        deadline: float | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._response = response
         self.content = content
         self.idle = idle
         self.ping = ping
+        self.deadline = deadline
         self.last = self._loop.time()
         self._task: asyncio.Task[None] | None = None
-        self._handle = self._loop.call_at(self.last + min(idle, ping), self._tick)
+        self._handle = self._loop.call_at(self._next_check(), self._tick)
 
     def touch(self) -> None:
         self.last = self._loop.time()
 
+    def abort(self, error: GatewayError, outcome: str) -> None:
+        self.content.set_exception(StreamAbort(error, outcome))
+
+    def _next_check(self) -> float:
+        silent = self._loop.time() - self.last
+        pings_sent = int(silent // self.ping)
+        due = min(self.last + (pings_sent + 1) * self.ping, self.last + self.idle)
+        return due if self.deadline is None else min(due, self.deadline)
+
     def _tick(self) -> None:
         now = self._loop.time()
         silent = now - self.last
+        if self.deadline is not None and now >= self.deadline:
+            self.abort(
+                GatewayTimeoutError("request exceeded the gateway's total time cap"), "timeout"
+            )
+            return
         if silent >= self.idle:
-            self.content.set_exception(_IdleTimeout())
+            self.abort(
+                GatewayTimeoutError(f"upstream stream was silent for {self.idle:g}s"),
+                "upstream_timeout",
+            )
             return
         if silent >= self.ping and (self._task is None or self._task.done()):
             self._task = self._loop.create_task(self._send_ping())
-        # next check: the next ping due, or the idle deadline, whichever is first
-        pings_sent = int(silent // self.ping)
-        next_ping = self.last + (pings_sent + 1) * self.ping
-        self._handle = self._loop.call_at(min(next_ping, self.last + self.idle), self._tick)
+        self._handle = self._loop.call_at(self._next_check(), self._tick)
 
     async def _send_ping(self) -> None:
         # A closed client is seen by the main loop on its next write.
@@ -119,12 +152,14 @@ async def relay(
     idle_timeout: float,
     ping_interval: float = 10.0,
     max_event_bytes: int = 16 * 1024 * 1024,
+    deadline: float | None = None,
+    registry: set[Watchdog] | None = None,
 ) -> web.StreamResponse:
     """Stream ``upstream`` (a 200 SSE response) to the client through ``translator``."""
     response = sse_response(ctx)
     decoder = SSEDecoder(max_event_bytes)
     fully_read = False
-    watchdog: _Watchdog | None = None
+    watchdog: Watchdog | None = None
     ctx.outcome = "completed"
 
     async def write(data: bytes) -> None:
@@ -137,7 +172,9 @@ async def relay(
 
     try:
         await response.prepare(request)
-        watchdog = _Watchdog(response, upstream.content, idle_timeout, ping_interval)
+        watchdog = Watchdog(response, upstream.content, idle_timeout, ping_interval, deadline)
+        if registry is not None:
+            registry.add(watchdog)
         failure: GatewayError | None = None
         try:
             async for chunk in upstream.content.iter_any():
@@ -162,9 +199,9 @@ async def relay(
                     frames += translator.finish()
                 if frames:
                     await write(b"".join(frames))
-        except _IdleTimeout:
-            failure = GatewayTimeoutError(f"upstream stream was silent for {idle_timeout:g}s")
-            ctx.outcome = "upstream_timeout"
+        except StreamAbort as exc:
+            failure = exc.error
+            ctx.outcome = exc.outcome
         except SSEError as exc:
             failure = APIError(f"upstream sent an invalid event stream: {exc}")
             ctx.outcome = "upstream_error"
@@ -189,6 +226,8 @@ async def relay(
     finally:
         if watchdog is not None:
             watchdog.cancel()
+            if registry is not None:
+                registry.discard(watchdog)
         # A half-read upstream connection must not go back to the pool.
         if fully_read:
             upstream.release()

@@ -51,6 +51,12 @@ class ServerSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     ping_interval: Seconds = 10.0
     #: largest single SSE event accepted from an upstream
     max_event_bytes: Annotated[int, Meta(ge=1024)] = 16 * 1024 * 1024
+    #: /v1/messages* requests handled at once; more get 529 overloaded_error + retry-after.
+    #: 0 = no limit
+    max_in_flight: Annotated[int, Meta(ge=0)] = 4096
+    #: on SIGTERM/SIGINT, seconds in-flight streams may take to finish before they are ended
+    #: with an overloaded_error event
+    shutdown_grace: Annotated[float, Meta(ge=0)] = 30.0
 
 
 class TimeoutSettings(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -174,6 +180,8 @@ ENV_OVERRIDES: Final[dict[str, tuple[str, ...]]] = {
     "GATEWAY_PORT": ("server", "port"),
     "GATEWAY_LOG_LEVEL": ("server", "log_level"),
     "GATEWAY_MAX_BODY_BYTES": ("server", "max_body_bytes"),
+    "GATEWAY_MAX_IN_FLIGHT": ("server", "max_in_flight"),
+    "GATEWAY_SHUTDOWN_GRACE": ("server", "shutdown_grace"),
     "GATEWAY_BIG_MODEL": ("models", "big"),
     "GATEWAY_SMALL_MODEL": ("models", "small"),
     "GATEWAY_CONNECT_TIMEOUT": ("timeouts", "connect"),
