@@ -17,12 +17,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
+import msgspec
 import orjson
 
 from .errors import GatewayError
 from .logs import log_event
 from .middleware import RequestContext
 from .settings import Route
+from .translate.common import encode_json
 from .upstream import UpstreamClient
 
 #: Keys the Responses ``input_tokens`` endpoint accepts (openai ``input_token_count_params``).
@@ -112,7 +114,7 @@ def local_count(payload: dict[str, Any]) -> int:
             extra += _collect(item.get("content"), texts)
     for tool in payload.get("tools") or ():
         extra += _PER_TOOL
-        texts.append(orjson.dumps(tool).decode())
+        texts.append(msgspec.json.encode(tool).decode())
     return _token_counter()("\n".join(texts)) + extra
 
 
@@ -128,7 +130,7 @@ class TokenCounter:
         self.upstream_calls = 0
 
     async def count(self, payload: dict[str, Any], route: Route, ctx: RequestContext) -> int:
-        body = orjson.dumps({k: v for k, v in payload.items() if k in _COUNT_KEYS})
+        body = encode_json({k: v for k, v in payload.items() if k in _COUNT_KEYS})
         key = hashlib.blake2b(route.name.encode() + b"\0" + body, digest_size=20).digest()
         now = time.monotonic()
         hit = self._cache.get(key)

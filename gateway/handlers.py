@@ -24,7 +24,7 @@ from .schemas.anthropic import (
     MessagesRequest,
 )
 from .settings import Route
-from .translate.common import Signer, message_id
+from .translate.common import Signer, encode_json, message_id
 from .translate.from_responses import from_responses
 from .translate.stream_responses import ResponsesStreamTranslator
 from .translate.to_responses import session_id_from, to_responses, tool_name_map
@@ -69,6 +69,20 @@ def decode_request(body: bytes, decoder: msgspec.json.Decoder[Any] = REQUEST_DEC
         raise InvalidRequestError(_validation_message(exc)) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequestError(f"request body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidRequestError("request body is not valid UTF-8") from None
+    except RecursionError:
+        raise InvalidRequestError("request JSON is nested too deeply") from None
+
+
+def translate_request(
+    dialect: Dialect, req: MessagesRequest, route: Route, signer: Signer, **kw: Any
+) -> dict[str, Any]:
+    """Run the pure request translator; deep nesting in client JSON is a 400, not a 500."""
+    try:
+        return dialect.to_upstream(req, route, signer, **kw)
+    except RecursionError:
+        raise InvalidRequestError("request JSON is nested too deeply") from None
 
 
 def _thinking_requested(req: MessagesRequest, route: Route) -> bool:
@@ -90,7 +104,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     dialect = DIALECTS[route.dialect]
     signer: Signer = app[SIGNER]
     session = session_id_from(req, request.headers.get("X-Claude-Code-Session-Id"))
-    payload = dialect.to_upstream(req, route, signer, stream=stream, session_id=session)
+    payload = translate_request(dialect, req, route, signer, stream=stream, session_id=session)
     names = tool_name_map(req)
     thinking = _thinking_requested(req, route)
     upstream = app[UPSTREAM]
@@ -99,7 +113,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     deadline = asyncio.get_running_loop().time() + total if total else None
     try:
         async with asyncio.timeout_at(deadline):
-            resp = await upstream.send(route, dialect.path, orjson.dumps(payload), ctx)
+            resp = await upstream.send(route, dialect.path, encode_json(payload), ctx)
             data = None if stream else await upstream.read_body(resp)
     except TimeoutError:
         raise GatewayTimeoutError(f"request exceeded the gateway's {total:g}s cap") from None
@@ -152,7 +166,9 @@ async def count_tokens(request: web.Request) -> web.Response:
     ctx.route = route.name
     # The count endpoint takes no max_tokens; the translation needs one and ignores it here.
     req = MessagesRequest(**msgspec.structs.asdict(counted), max_tokens=MIN_COUNT_TOKENS)
-    payload = to_responses(req, route, request.app[SIGNER], stream=False)
+    payload = translate_request(
+        DIALECTS["responses"], req, route, request.app[SIGNER], stream=False
+    )
     n = await request.app[COUNTER].count(payload, route, ctx)
     return web.Response(body=orjson.dumps({"input_tokens": n}), content_type="application/json")
 

@@ -1104,7 +1104,9 @@ class MockUpstream:
         self._queue: deque[Script] = deque()
         self._counter = itertools.count(1)
         self._expected_auth = f"Bearer {api_key}" if api_key is not None else None
-        self.app = web.Application()
+        self.app = web.Application(
+            client_max_size=64 * 1024 * 1024
+        )  # gateway bodies can reach 32 MiB
         self.app[MOCK_KEY] = self
         self.app.router.add_post("/v1/responses", self._responses)
         self.app.router.add_post("/v1/responses/input_tokens", self._input_tokens)

@@ -13,8 +13,10 @@ import os
 import re
 from typing import Any, Final
 
+import msgspec
 import orjson
 
+from ..errors import InvalidRequestError
 from ..schemas.anthropic import StopReason, Usage
 
 # ---------------------------------------------------------------------------------------------
@@ -189,6 +191,18 @@ def usage_from_chat(u: Any) -> Usage:
         cache_creation_input_tokens=written,
         cache_read_input_tokens=cached,
     )
+
+
+def encode_json(obj: Any) -> bytes:
+    """Compact JSON bytes. orjson stops at 255 levels of nesting (a client's tool schema or
+    input can be deeper); msgspec takes over there, and deeper still is the client's error."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        try:
+            return msgspec.json.encode(obj)
+        except RecursionError:
+            raise InvalidRequestError("request JSON is nested too deeply") from None
 
 
 def estimate_tokens(text_len: int) -> int:
