@@ -77,11 +77,10 @@ async def _drain_streams(app: web.Application) -> None:
     ``shutdown_grace`` seconds, then end the rest with a retryable ``overloaded_error`` event."""
     streams = app[STREAMS]
     grace = app[SETTINGS].server.shutdown_grace
-    step = 0.05
-    for _ in range(int(grace / step)):  # a shutdown-time poll; streams end on their own
-        if not streams:
-            break
-        await asyncio.sleep(step)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + grace
+    while streams and (left := end - loop.time()) > 0:  # noqa: ASYNC110 - a shutdown-time poll
+        await asyncio.sleep(min(0.05, left))
     if streams:
         log_event("shutdown_ending_streams", count=len(streams))
     for watchdog in list(streams):
