@@ -19,9 +19,21 @@ from aiohttp import web
 from .count_tokens import TokenCounter
 from .errors import OverloadedError
 from .handlers import add_routes
-from .keys import COUNTER, IN_FLIGHT, MOCK_URL, ROUTER, SETTINGS, SIGNER, STREAMS, UPSTREAM
+from .keys import (
+    COUNTER,
+    IN_FLIGHT,
+    METRICS,
+    MOCK_URL,
+    ROUTER,
+    SETTINGS,
+    SIGNER,
+    STREAMS,
+    UPSTREAM,
+)
 from .logs import log_event
+from .metrics import Metrics
 from .middleware import InFlight, make_middleware
+from .relay import Watchdog
 from .routing import Router
 from .settings import Settings, UpstreamSettings
 from .translate.common import Signer
@@ -96,13 +108,16 @@ def create_app(
     """Build the gateway application. ``env`` defaults to ``os.environ`` (keys, signing key)."""
     env = dict(os.environ if env is None else env)
     in_flight = InFlight(settings.server.max_in_flight)
+    streams: set[Watchdog] = set()
+    metrics = Metrics(in_flight=lambda: in_flight.value, open_streams=lambda: len(streams))
     app = web.Application(
-        middlewares=[make_middleware(api_keys_from(env), in_flight)],
+        middlewares=[make_middleware(api_keys_from(env), in_flight, metrics.observe)],
         client_max_size=settings.server.max_body_bytes,
     )
     app[SETTINGS] = settings
     app[IN_FLIGHT] = in_flight
-    app[STREAMS] = set()
+    app[STREAMS] = streams
+    app[METRICS] = metrics
     app.on_shutdown.append(_drain_streams)
     app[SIGNER] = Signer(signing_key or load_signing_key(env))
     add_routes(app)

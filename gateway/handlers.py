@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -13,7 +14,8 @@ import orjson
 from aiohttp import web
 
 from .errors import GatewayTimeoutError, InvalidRequestError
-from .keys import COUNTER, ROUTER, SETTINGS, SIGNER, STREAMS, UPSTREAM
+from .keys import COUNTER, METRICS, ROUTER, SETTINGS, SIGNER, STREAMS, UPSTREAM
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .middleware import CTX_KEY, RequestContext
 from .relay import StreamTranslator, relay
 from .schemas.anthropic import (
@@ -111,12 +113,15 @@ async def messages(request: web.Request) -> web.StreamResponse:
     settings = app[SETTINGS]
     total = settings.timeouts.total
     deadline = asyncio.get_running_loop().time() + total if total else None
+    data_out = encode_json(payload)
+    waited = time.perf_counter()
     try:
         async with asyncio.timeout_at(deadline):
-            resp = await upstream.send(route, dialect.path, encode_json(payload), ctx)
+            resp = await upstream.send(route, dialect.path, data_out, ctx)
             data = None if stream else await upstream.read_body(resp)
     except TimeoutError:
         raise GatewayTimeoutError(f"request exceeded the gateway's {total:g}s cap") from None
+    ctx.upstream_ms = round((time.perf_counter() - waited) * 1000.0, 3)
     if data is not None:
         message = dialect.from_upstream(
             data,
@@ -134,7 +139,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
             u.cache_creation_input_tokens,
         )
         ctx.stop_reason = message.stop_reason
-        return web.Response(body=RESPONSE_ENCODER.encode(message), content_type="application/json")
+        out = web.Response(body=RESPONSE_ENCODER.encode(message), content_type="application/json")
+        out.headers[OVERHEAD_HEADER] = _overhead(ctx)
+        return out
     translator = dialect.stream_translator(
         model=req.model,
         signer=signer,
@@ -154,6 +161,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         max_event_bytes=settings.server.max_event_bytes,
         deadline=deadline,
         registry=app[STREAMS],
+        overhead=lambda: _overhead(ctx),
     )
 
 
@@ -175,6 +183,20 @@ async def count_tokens(request: web.Request) -> web.Response:
 
 MIN_COUNT_TOKENS: Final = 16
 _OK: Final = orjson.dumps({"status": "ok"})
+OVERHEAD_HEADER: Final = "x-gateway-overhead-ms"
+
+
+def _overhead(ctx: RequestContext) -> str:
+    """The gateway's own time so far (total minus upstream wait), for the header and metrics."""
+    ctx.overhead_ms = round(max(0.0, ctx.elapsed_ms() - (ctx.upstream_ms or 0.0)), 3)
+    return f"{ctx.overhead_ms:.3f}"
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: Prometheus text format."""
+    resp = web.Response(body=request.app[METRICS].render())
+    resp.headers["Content-Type"] = METRICS_CONTENT_TYPE
+    return resp
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -233,5 +255,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model_id}", get_model)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/", root)  # aiohttp adds HEAD for GET routes
     app.router.add_post("/api/event_logging/batch", event_logging)

@@ -8,6 +8,7 @@ from typing import Final
 from aiohttp import web
 
 from .count_tokens import TokenCounter
+from .metrics import Metrics
 from .middleware import InFlight
 from .relay import Watchdog
 from .routing import Router
@@ -20,6 +21,7 @@ ROUTER: Final = web.AppKey("router", Router)
 SIGNER: Final = web.AppKey("signer", Signer)
 UPSTREAM: Final = web.AppKey("upstream", UpstreamClient)
 COUNTER: Final = web.AppKey("token_counter", TokenCounter)
+METRICS: Final = web.AppKey("metrics", Metrics)
 IN_FLIGHT: Final = web.AppKey("in_flight", InFlight)
 #: the watchdogs of the streams open now (graceful shutdown ends them)
 STREAMS: Final = web.AppKey("streams", set[Watchdog])

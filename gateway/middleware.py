@@ -44,6 +44,7 @@ class RequestContext:
         "events",
         "model",
         "outcome",
+        "overhead_ms",
         "request_id",
         "route",
         "start",
@@ -71,6 +72,7 @@ class RequestContext:
         self.stop_reason: str | None = None
         self.error_type: str | None = None
         self.outcome: str | None = None
+        self.overhead_ms: float | None = None
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.start) * 1000.0, 3)
@@ -103,10 +105,14 @@ class InFlight:
         self.value = 0
 
 
+Observer = Callable[[RequestContext, int, str], None]
+
+
 def make_middleware(
-    api_keys: tuple[str, ...], in_flight: InFlight
+    api_keys: tuple[str, ...], in_flight: InFlight, observe: Observer | None = None
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Build the middleware; ``api_keys`` empty means inbound auth is off."""
+    """Build the middleware; ``api_keys`` empty means inbound auth is off; ``observe`` is
+    called once per finished request (metrics)."""
     keys = tuple(k.encode() for k in api_keys)
     open_paths = frozenset({"/", "/healthz", "/readyz"})
 
@@ -182,16 +188,16 @@ def make_middleware(
             if resp is not None and not resp.prepared:
                 resp.headers["request-id"] = rid
                 resp.headers[CORRELATION_HEADER] = cid
-            _log_summary(request, ctx, resp)
+            status = _log_summary(request, ctx, resp)
+            if observe is not None:
+                observe(ctx, status, path)
             correlation_id.reset(reset)
         return resp
 
     return gateway_middleware
 
 
-def _log_summary(
-    request: web.Request, ctx: RequestContext, resp: web.StreamResponse | None
-) -> None:
+def _log_summary(request: web.Request, ctx: RequestContext, resp: web.StreamResponse | None) -> int:
     usage = ctx.usage
     status = resp.status if resp is not None else 499
     outcome = ctx.outcome
@@ -220,3 +226,4 @@ def _log_summary(
         error_type=ctx.error_type,
         outcome=outcome,
     )
+    return status

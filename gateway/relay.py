@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Final, Protocol
 
 import aiohttp
@@ -154,9 +155,12 @@ async def relay(
     max_event_bytes: int = 16 * 1024 * 1024,
     deadline: float | None = None,
     registry: set[Watchdog] | None = None,
+    overhead: Callable[[], str] | None = None,
 ) -> web.StreamResponse:
     """Stream ``upstream`` (a 200 SSE response) to the client through ``translator``."""
     response = sse_response(ctx)
+    if overhead is not None:
+        response.headers["x-gateway-overhead-ms"] = overhead()
     decoder = SSEDecoder(max_event_bytes)
     fully_read = False
     watchdog: Watchdog | None = None

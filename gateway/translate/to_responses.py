@@ -14,51 +14,48 @@ items, and ``call_id`` is at most 64 characters.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Final
 
-import msgspec
-import orjson
-
-from ..errors import InvalidRequestError
 from ..schemas.anthropic import (
-    Base64Source,
-    ContentSource,
     DocumentBlock,
-    FileSource,
     ImageBlock,
     Message,
     MessagesRequest,
     RedactedThinkingBlock,
     SearchResultBlock,
     TextBlock,
-    TextSource,
     ThinkingBlock,
-    ToolChoiceAny,
-    ToolChoiceAuto,
-    ToolChoiceNone,
-    ToolChoiceTool,
     ToolReferenceBlock,
     ToolResultBlock,
     ToolUseBlock,
-    URLSource,
 )
 from ..settings import Route
 from .common import Signer, call_id_to_upstream
+from .content import (
+    NO_RESULT,
+    document_parts,
+    image_url,
+    is_custom_tool,
+    output_schema,
+    search_result_text,
+    session_id_from,
+    sha_hex,
+    system_message_texts,
+    system_text,
+    thinking_effort,
+    tool_arguments,
+    tool_choice_plan,
+    tool_name_map,
+    tool_reference_text,
+    tool_result_parts,
+)
 from .tool_schema import clean_schema, upstream_tool_name
 
+# session_id_from and tool_name_map are dialect-neutral (content.py); re-exported for callers.
 __all__ = ["session_id_from", "to_responses", "tool_name_map"]
 
-#: Claude Code's first system block; its suffix changes every request (claude-code.md §3), so
-#: forwarding it would defeat the upstream prefix cache.
-BILLING_HEADER_PREFIX: Final = "x-anthropic-billing-header:"
 #: Responses rejects ``max_output_tokens`` below 16 (protocol.md §5).
 MIN_OUTPUT_TOKENS: Final = 16
-#: ``function_call_output`` placeholders (protocol.md §9.2, §9.5): OpenAI needs an output for
-#: every call and an empty one is not known to be accepted.
-EMPTY_OUTPUT: Final = "(empty)"
-NO_RESULT: Final = "(no result)"
-TOOL_ERROR_PREFIX: Final = "[tool error] "
 
 # protocol.md §9.1: Anthropic service tiers → Responses service tiers.
 _SERVICE_TIERS: Final = {"auto": "auto", "standard_only": "default"}
@@ -66,46 +63,6 @@ _SERVICE_TIERS: Final = {"auto": "auto", "standard_only": "default"}
 
 # ---------------------------------------------------------------------------------------------
 # Public API
-
-
-def session_id_from(req: MessagesRequest, header_value: str | None) -> str | None:
-    """The client's conversation id, used to bucket the upstream prompt cache.
-
-    The ``X-Claude-Code-Session-Id`` header when present; else ``metadata.user_id``, which
-    Claude Code sends as a JSON *string* ``{"device_id":…,"account_uuid":"","session_id":…}``
-    (claude-code.md §3) and whose ``session_id`` is then used; else the raw ``user_id``; else
-    None.
-    """
-    if header_value:
-        return header_value
-    user_id = req.metadata.user_id if req.metadata is not None else None
-    if not user_id:
-        return None
-    if user_id.startswith("{"):
-        try:
-            doc = orjson.loads(user_id)
-        except orjson.JSONDecodeError:
-            return user_id
-        if isinstance(doc, dict):
-            sid = doc.get("session_id")
-            if isinstance(sid, str) and sid:
-                return sid
-    return user_id
-
-
-def tool_name_map(req: MessagesRequest) -> dict[str, str]:
-    """Upstream tool name → client tool name, for the offered tools whose name was changed.
-
-    Empty for nearly every request (names already match ``^[a-zA-Z0-9_-]{1,64}$``); the
-    response side uses it to give ``tool_use.name`` back in the client's spelling.
-    """
-    out: dict[str, str] = {}
-    for tool in req.tools or ():
-        if _is_custom(tool.type, tool.input_schema):
-            upstream = upstream_tool_name(tool.name)
-            if upstream != tool.name:
-                out[upstream] = tool.name
-    return out
 
 
 def to_responses(
@@ -125,10 +82,9 @@ def to_responses(
     The returned structure shares strings (and memoised tool schemas) with the request and the
     schema cache: serialise it, do not mutate it.
     """
-    effort_override = _message_effort(req.messages)
-    reasoning = _reasoning(req, route, effort_override)
+    reasoning = _reasoning(req, route)
     payload: dict[str, Any] = {"model": route.upstream_model}
-    instructions = _instructions(req.system)
+    instructions = system_text(req.system)
     if instructions:
         payload["instructions"] = instructions
     payload["input"] = _Input(signer, with_reasoning=reasoning is not None).build(req.messages)
@@ -145,17 +101,10 @@ def to_responses(
         payload["reasoning"] = reasoning
         payload["include"] = ["reasoning.encrypted_content"]
 
-    fmt = req.output_config.format if req.output_config is not None else None
-    if fmt is not None and fmt.type == "json_schema":
-        if fmt.schema is None:
-            raise InvalidRequestError("output_config.format.schema: required for json_schema")
+    schema = output_schema(req)
+    if schema is not None:
         payload["text"] = {
-            "format": {
-                "type": "json_schema",
-                "name": "output",
-                "schema": fmt.schema,
-                "strict": False,
-            }
+            "format": {"type": "json_schema", "name": "output", "schema": schema, "strict": False}
         }
 
     limit = route.max_output_tokens
@@ -174,10 +123,10 @@ def to_responses(
     user_id = req.metadata.user_id if req.metadata is not None else None
     if user_id:
         # ≤128 characters upstream; a hash keeps it short and does not leak the client's id.
-        payload["safety_identifier"] = _sha(user_id)[:32]
+        payload["safety_identifier"] = sha_hex(user_id)[:32]
     session = session_id if session_id is not None else session_id_from(req, None)
     if session:
-        payload["prompt_cache_key"] = "cc-" + _sha(session)[:32]
+        payload["prompt_cache_key"] = "cc-" + sha_hex(session)[:32]
     tier = _SERVICE_TIERS.get(req.service_tier) if req.service_tier is not None else None
     if tier is not None:
         payload["service_tier"] = tier
@@ -188,82 +137,20 @@ def to_responses(
 # Top-level fields
 
 
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _instructions(system: str | list[TextBlock] | None) -> str | None:
-    if system is None or isinstance(system, str):
-        return system or None
-    texts = [b.text for b in system if b.text and not b.text.startswith(BILLING_HEADER_PREFIX)]
-    return "\n\n".join(texts) or None
-
-
-def _message_effort(messages: list[Message]) -> str | None:
-    """The effort of the last ``role: "system"`` message that carries one (claude-code.md §3:
-    Claude Code's per-turn ``output_config``); it overrides the top-level effort."""
-    for msg in reversed(messages):
-        config = msg.output_config
-        if msg.role == "system" and config is not None and config.effort is not None:
-            return config.effort
-    return None
-
-
-def _budget_effort(budget: int) -> str:
-    # protocol.md §9.10: the gateway's bucketing of Anthropic thinking budgets.
-    if budget < 4096:
-        return "low"
-    if budget < 16384:
-        return "medium"
-    return "high"
-
-
-def _reasoning(
-    req: MessagesRequest, route: Route, effort_override: str | None
-) -> dict[str, Any] | None:
-    """The ``reasoning`` object, or None when the request does not send reasoning.
-
-    protocol.md §9.10: an explicit effort (a system message's, else ``output_config.effort``)
-    wins; ``enabled`` budgets are bucketed; ``adaptive`` uses the explicit effort or the
-    route's default (or none); ``disabled`` / no thinking reason only when an effort is given;
-    unknown thinking types (``between_tools`` …) do not reason. Routes whose model takes no
-    reasoning parameters never get any.
-    """
-    if not route.reasoning:
-        return None
-    explicit = effort_override
-    if explicit is None and req.output_config is not None:
-        explicit = req.output_config.effort
-    thinking = req.thinking
-    kind = thinking.type if thinking is not None else "disabled"
-    effort: str | None
-    if thinking is not None and kind == "enabled":
-        # A budget-less ``enabled`` (malformed, but seen from older clients) uses the default.
-        if explicit is not None:
-            effort = explicit
-        elif thinking.budget_tokens is not None:
-            effort = _budget_effort(thinking.budget_tokens)
-        else:
-            effort = route.default_effort
-    elif kind == "adaptive":
-        effort = explicit if explicit is not None else route.default_effort
-    elif kind == "disabled":
-        if explicit is None:
-            return None
-        effort = explicit
-    else:
+def _reasoning(req: MessagesRequest, route: Route) -> dict[str, Any] | None:
+    """The ``reasoning`` object, or None when the request does not reason upstream
+    (content.thinking_effort, protocol.md §9.10); ``summary: "auto"`` unless the client
+    asked for thinking ``display: "omitted"``."""
+    reason, effort = thinking_effort(req, route)
+    if not reason:
         return None
     out: dict[str, Any] = {}
     if effort is not None:
         out["effort"] = effort
+    thinking = req.thinking
     if thinking is None or thinking.display != "omitted":
         out["summary"] = "auto"
     return out
-
-
-def _is_custom(kind: str | None, schema: dict[str, Any] | None) -> bool:
-    # Server tools have a versioned type and no input_schema (protocol.md §1.4).
-    return (kind is None or kind == "custom") and schema is not None
 
 
 def _tools(req: MessagesRequest) -> list[dict[str, Any]]:
@@ -276,7 +163,7 @@ def _tools(req: MessagesRequest) -> list[dict[str, Any]]:
     """
     out: list[dict[str, Any]] = []
     for tool in req.tools or ():
-        if not _is_custom(tool.type, tool.input_schema):
+        if not is_custom_tool(tool.type, tool.input_schema):
             continue
         fn: dict[str, Any] = {"type": "function", "name": upstream_tool_name(tool.name)}
         if tool.description is not None:
@@ -288,38 +175,16 @@ def _tools(req: MessagesRequest) -> list[dict[str, Any]]:
 
 
 def _tool_choice(req: MessagesRequest, payload: dict[str, Any], *, forwarded: bool) -> None:
-    """Set ``tool_choice`` / ``parallel_tool_calls`` (protocol.md §9.1).
-
-    Raises when the choice forces a tool that is not forwarded (a server tool, or a name the
-    request does not define): dropping it would change what the client asked for.
-    """
-    choice = req.tool_choice
-    if choice is None:
+    """Set ``tool_choice`` / ``parallel_tool_calls`` (protocol.md §9.1; content.tool_choice_plan
+    raises for a choice forcing a tool that is not forwarded)."""
+    plan = tool_choice_plan(req, forwarded=forwarded)
+    if plan is None:
         return
-    if isinstance(choice, ToolChoiceTool):
-        names = {t.name for t in req.tools or () if _is_custom(t.type, t.input_schema)}
-        if choice.name not in names:
-            raise InvalidRequestError(
-                f"tool_choice.name: {choice.name!r} is not a custom tool of this request "
-                "(server tools are not forwarded upstream)"
-            )
-        payload["tool_choice"] = {"type": "function", "name": upstream_tool_name(choice.name)}
-    elif isinstance(choice, ToolChoiceAny):
-        if not forwarded:
-            raise InvalidRequestError(
-                "tool_choice.type: 'any' needs a tool, but this request has only server "
-                "tools, which are not forwarded upstream"
-            )
-        payload["tool_choice"] = "required"
-    elif not forwarded:
-        return
-    elif isinstance(choice, ToolChoiceAuto):
-        payload["tool_choice"] = "auto"
+    if plan.mode == "function":
+        payload["tool_choice"] = {"type": "function", "name": plan.name}
     else:
-        assert isinstance(choice, ToolChoiceNone)
-        payload["tool_choice"] = "none"
-        return
-    if choice.disable_parallel_tool_use:
+        payload["tool_choice"] = plan.mode
+    if plan.no_parallel:
         payload["parallel_tool_calls"] = False
 
 
@@ -331,129 +196,29 @@ def _input_text(text: str) -> dict[str, Any]:
     return {"type": "input_text", "text": text}
 
 
-def _image_part(block: ImageBlock, path: str) -> dict[str, Any]:
-    """protocol.md §9.4. Anthropic file ids mean nothing upstream, so they are a 400."""
-    src = block.source
-    if isinstance(src, Base64Source):
-        url = f"data:{src.media_type};base64,{src.data}"
-    elif isinstance(src, URLSource):
-        url = src.url
-    else:
-        raise InvalidRequestError(f"{path}.source: file_id sources are not supported")
-    # ``detail`` is required by the Responses schema (protocol.md §5).
-    return {"type": "input_image", "image_url": url, "detail": "auto"}
+class _Parts:
+    """Responses input parts (protocol.md §5, §9.4) for the shared content helpers."""
+
+    __slots__ = ()
+    text_type: Final = "input_text"
+
+    def text(self, text: str) -> dict[str, Any]:
+        return {"type": "input_text", "text": text}
+
+    def image(self, block: ImageBlock, path: str) -> dict[str, Any]:
+        # ``detail`` is required by the Responses schema (protocol.md §5).
+        return {"type": "input_image", "image_url": image_url(block, path), "detail": "auto"}
+
+    def pdf(self, filename: str, data_url: str) -> dict[str, Any]:
+        return {"type": "input_file", "filename": filename, "file_data": data_url}
+
+    def pdf_url(self, url: str, path: str) -> dict[str, Any]:
+        return {"type": "input_file", "file_url": url}
 
 
-def _document_parts(block: DocumentBlock, path: str) -> list[dict[str, Any]]:
-    """protocol.md §9.4: PDFs as ``input_file``, text and content sources inline."""
-    src = block.source
-    header = [s for s in (block.title, block.context) if s]
-    if isinstance(src, Base64Source):
-        if src.media_type != "application/pdf":
-            # Anthropic accepts base64 documents only as PDF; anything else is malformed.
-            raise InvalidRequestError(
-                f"{path}.source.media_type: base64 documents must be application/pdf, "
-                f"got {src.media_type!r}"
-            )
-        name = block.title or "document"
-        if not name.lower().endswith(".pdf"):
-            name += ".pdf"
-        return [
-            {
-                "type": "input_file",
-                "filename": name,
-                "file_data": f"data:application/pdf;base64,{src.data}",
-            }
-        ]
-    if isinstance(src, URLSource):
-        return [{"type": "input_file", "file_url": src.url}]
-    if isinstance(src, TextSource):
-        return [_input_text("\n".join([*header, src.data]))]
-    if isinstance(src, ContentSource):
-        if isinstance(src.content, str):
-            return [_input_text("\n".join([*header, src.content]))]
-        parts: list[dict[str, Any]] = []
-        if header:
-            parts.append(_input_text("\n".join(header)))
-        for k, inner in enumerate(src.content):
-            if isinstance(inner, TextBlock):
-                if inner.text:
-                    parts.append(_input_text(inner.text))
-            else:
-                parts.append(_image_part(inner, f"{path}.source.content.{k}"))
-        return parts
-    assert isinstance(src, FileSource)
-    raise InvalidRequestError(f"{path}.source: file_id sources are not supported")
-
-
-def _search_result_text(block: SearchResultBlock) -> str:
-    return "\n".join(
-        [s for s in (block.title, block.source) if s] + [t.text for t in block.content if t.text]
-    )
-
-
-def _tool_reference_text(block: ToolReferenceBlock) -> str:
-    # Claude Code's tool search (claude-code.md §3): the named tool is already in ``tools``.
-    return f"Tool loaded: {block.tool_name}"
-
-
-def _tool_output(block: ToolResultBlock, path: str) -> str | list[dict[str, Any]]:
-    """``function_call_output.output`` for a tool_result (protocol.md §9.5).
-
-    A string for string content and for lists of text-like blocks (joined by newlines); a
-    list of input parts when images or documents are present; ``"(empty)"`` for nothing. No
-    error flag exists upstream, so ``is_error`` becomes a ``"[tool error] "`` prefix.
-    """
-    content = block.content
-    output: str | list[dict[str, Any]]
-    if content is None or isinstance(content, str):
-        output = content or EMPTY_OUTPUT
-    elif all(isinstance(c, TextBlock | ToolReferenceBlock | SearchResultBlock) for c in content):
-        texts: list[str] = []
-        for c in content:
-            if isinstance(c, TextBlock):
-                text = c.text
-            elif isinstance(c, ToolReferenceBlock):
-                text = _tool_reference_text(c)
-            else:
-                assert isinstance(c, SearchResultBlock)
-                text = _search_result_text(c)
-            if text:
-                texts.append(text)
-        output = "\n".join(texts) or EMPTY_OUTPUT
-    else:
-        parts: list[dict[str, Any]] = []
-        for k, c in enumerate(content):
-            if isinstance(c, TextBlock):
-                if c.text:
-                    parts.append(_input_text(c.text))
-            elif isinstance(c, ImageBlock):
-                parts.append(_image_part(c, f"{path}.content.{k}"))
-            elif isinstance(c, DocumentBlock):
-                parts.extend(_document_parts(c, f"{path}.content.{k}"))
-            elif isinstance(c, ToolReferenceBlock):
-                parts.append(_input_text(_tool_reference_text(c)))
-            else:
-                parts.append(_input_text(_search_result_text(c)))
-        output = parts or EMPTY_OUTPUT
-    if block.is_error:
-        if isinstance(output, str):
-            output = TOOL_ERROR_PREFIX + output
-        elif output and output[0]["type"] == "input_text":
-            output[0] = _input_text(TOOL_ERROR_PREFIX + output[0]["text"])
-        else:
-            output.insert(0, _input_text(TOOL_ERROR_PREFIX.rstrip()))
-    return output
-
-
-def _arguments(block: ToolUseBlock) -> str:
-    """``tool_use.input`` as compact JSON text (``"{}"`` when absent)."""
-    if block.input is None:
-        return "{}"
-    try:
-        return orjson.dumps(block.input).decode()
-    except TypeError:  # orjson refuses integers wider than 64 bits; msgspec does not
-        return msgspec.json.encode(block.input).decode()
+_PARTS: Final = _Parts()
+_input_text = _PARTS.text
+_image_part = _PARTS.image
 
 
 class _Input:
@@ -496,11 +261,7 @@ class _Input:
     def _system(self, msg: Message) -> None:
         # Claude Code's mid-conversation system message (claude-code.md §3, §9.1): a developer
         # message in place; Responses has no system role inside a stateless history.
-        content = msg.content
-        if isinstance(content, str):
-            parts = [_input_text(content)] if content else []
-        else:
-            parts = [_input_text(b.text) for b in content if type(b) is TextBlock and b.text]
+        parts = [_input_text(t) for t in system_message_texts(msg)]
         if parts:
             self._items.append({"role": "developer", "content": parts})
 
@@ -523,18 +284,18 @@ class _Input:
                 call_id = call_id_to_upstream(block.tool_use_id)
                 if call_id in self._called and call_id not in self._answered:
                     self._answered.add(call_id)
-                    output = _tool_output(block, f"messages.{i}.content.{j}")
+                    output = tool_result_parts(block, f"messages.{i}.content.{j}", _PARTS)
                     items.append(
                         {"type": "function_call_output", "call_id": call_id, "output": output}
                     )
             elif kind is ImageBlock:
                 parts.append(_image_part(block, f"messages.{i}.content.{j}"))
             elif kind is DocumentBlock:
-                parts.extend(_document_parts(block, f"messages.{i}.content.{j}"))
+                parts.extend(document_parts(block, f"messages.{i}.content.{j}", _PARTS))
             elif kind is SearchResultBlock:
-                parts.append(_input_text(_search_result_text(block)))
+                parts.append(_input_text(search_result_text(block)))
             elif kind is ToolReferenceBlock:
-                parts.append(_input_text(_tool_reference_text(block)))
+                parts.append(_input_text(tool_reference_text(block)))
             # tool_use / thinking in a user turn and server-tool artefacts: nothing upstream.
         if parts:
             items.append({"role": "user", "content": parts})
@@ -564,7 +325,7 @@ class _Input:
                         "type": "function_call",
                         "call_id": call_id,
                         "name": upstream_tool_name(block.name),
-                        "arguments": _arguments(block),
+                        "arguments": tool_arguments(block),
                     }
                 )
                 self._called.add(call_id)

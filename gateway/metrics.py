@@ -1,0 +1,122 @@
+"""Prometheus metrics (``GET /metrics``, text format via prometheus-client).
+
+One registry per app (no global state, so tests and workers stay independent). Label values are
+bounded and never hold client text: routes come from configuration, status and error types from
+our own tables, and the client's model name only when it is a plain identifier, with at most
+``MAX_MODELS`` distinct values (then ``other``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .middleware import RequestContext
+
+MAX_MODELS: Final = 100
+_MODEL_RE: Final = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+_LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_OVERHEAD_BUCKETS: Final = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+)  # fmt: skip
+
+CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """The gateway's counters, histograms and gauges."""
+
+    def __init__(self, in_flight: Callable[[], float], open_streams: Callable[[], float]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests",
+            "Requests answered, by route, client model, HTTP status and Anthropic error type.",
+            ["route", "model", "status", "error_type"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Whole request time (for streams: until the last event).",
+            ["route", "stream"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttfb = Histogram(
+            "gateway_time_to_first_byte_seconds",
+            "Streams: time until the first event reached the client.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "gateway_overhead_seconds",
+            "Time spent in the gateway itself (total minus waiting on the upstream), up to the "
+            "response headers.",
+            ["route"],
+            buckets=_OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.attempts = Counter(
+            "gateway_upstream_attempts", "Upstream requests made (retries included).", ["route"],
+            registry=r,
+        )  # fmt: skip
+        self.failures = Counter(
+            "gateway_upstream_failures",
+            "Requests that failed because of the upstream, by mapped error type.",
+            ["route", "error_type"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "gateway_tokens",
+            "Tokens reported by the upstream (input excludes cache reads and writes).",
+            ["route", "kind"],
+            registry=r,
+        )
+        Gauge("gateway_in_flight_requests", "/v1/messages* requests being handled.", registry=r
+              ).set_function(in_flight)  # fmt: skip
+        Gauge("gateway_open_streams", "SSE streams open to clients.", registry=r
+              ).set_function(open_streams)  # fmt: skip
+        self._models: set[str] = set()
+
+    def _model(self, model: str | None) -> str:
+        if model is None:
+            return ""
+        if model in self._models:
+            return model
+        if len(self._models) < MAX_MODELS and _MODEL_RE.match(model):
+            self._models.add(model)
+            return model
+        return "other"
+
+    def observe(self, ctx: RequestContext, status: int, path: str) -> None:
+        """Record one finished request (called by the middleware, once per request)."""
+        if not path.startswith("/v1/messages"):
+            return
+        route = ctx.route or ""
+        self.requests.labels(route, self._model(ctx.model), str(status), ctx.error_type or "").inc()
+        self.duration.labels(route, "true" if ctx.stream else "false").observe(
+            ctx.elapsed_ms() / 1000.0
+        )
+        if ctx.ttfb_ms is not None:
+            self.ttfb.labels(route).observe(ctx.ttfb_ms / 1000.0)
+        if ctx.overhead_ms is not None:
+            self.overhead.labels(route).observe(ctx.overhead_ms / 1000.0)
+        if ctx.attempts:
+            self.attempts.labels(route).inc(ctx.attempts)
+            if ctx.error_type and (ctx.upstream_status is None or ctx.upstream_status >= 400):
+                self.failures.labels(route, ctx.error_type).inc()
+            elif ctx.outcome in ("upstream_error", "upstream_timeout"):
+                self.failures.labels(route, ctx.error_type or "api_error").inc()
+        u = ctx.usage
+        if u:
+            for kind, n in zip(("input", "output", "cache_read", "cache_write"), u, strict=True):
+                if n:
+                    self.tokens.labels(route, kind).inc(n)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
