@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Mapping
 
+import msgspec
 from aiohttp import web
 
 from . import __version__
@@ -33,6 +34,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, help="bind port (default 8082)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--mock", action="store_true", help="serve from the built-in mock upstream")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port (gunicorn's aiohttp worker manages them)",
+    )
     p.add_argument("--version", action="version", version=f"messages-gateway {__version__}")
     return p.parse_args(argv)
 
@@ -56,51 +63,70 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    env = os.environ
-    overrides = {
-        ("server", "host"): args.host,
-        ("server", "port"): args.port,
-        ("server", "log_level"): args.log_level,
-        ("mock",): True if args.mock else None,
-    }
+def resolve_settings(args: argparse.Namespace | None, env: Mapping[str, str]) -> Settings:
+    """Settings from file, environment and flags; switches to the mock when no key is set.
+
+    Raises SystemExit(2) with one line on stderr for a bad setting.
+    """
+    overrides: dict[tuple[str, ...], object] = {}
+    if args is not None:
+        overrides = {
+            ("server", "host"): args.host,
+            ("server", "port"): args.port,
+            ("server", "log_level"): args.log_level,
+            ("mock",): True if args.mock else None,
+        }
     try:
-        settings = load_settings(args.config, env, overrides)
+        settings = load_settings(args.config if args else None, env, overrides)
     except SettingsError as exc:
         print(f"messages-gateway: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     if not settings.mock and needs_mock(settings, env):
-        import msgspec
-
         settings = msgspec.structs.replace(settings, mock=True)
+    return settings
+
+
+def install_uvloop() -> bool:
+    try:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]  # optional, faster loop
+    except ImportError:
+        return False
+    uvloop.install()
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    env = os.environ
+    settings = resolve_settings(args, env)
     configure_logging(settings.server.log_level)
     if settings.mock:
         print(BANNER, file=sys.stderr, flush=True)
-    try:
-        import uvloop  # type: ignore[import-not-found,unused-ignore]  # optional, faster loop
-
-        uvloop.install()
-    except ImportError:
-        pass
     from .app import api_keys_from, create_app
 
-    if not _is_loopback(settings.server.host) and not api_keys_from(env):
+    host, port = settings.server.host, settings.server.port
+    if not _is_loopback(host) and not api_keys_from(env):
         print(
-            f"messages-gateway: WARNING: listening on {settings.server.host} without "
+            f"messages-gateway: WARNING: listening on {host} without "
             "GATEWAY_API_KEYS: anyone who can reach this port can spend your upstream key",
             file=sys.stderr,
             flush=True,
         )
-    app = create_app(settings, env=env)
-    host, port = settings.server.host, settings.server.port
-    log_event("gateway_started", host=host, port=port, mock=settings.mock, pid=os.getpid())
     print(
         f"messages-gateway {__version__} listening on http://{host}:{port}"
-        f"  (ANTHROPIC_BASE_URL=http://{host}:{port})",
+        f"  (ANTHROPIC_BASE_URL=http://{host}:{port})"
+        + (f" with {args.workers} workers" if args.workers > 1 else ""),
         file=sys.stderr,
         flush=True,
     )
+    if args.workers > 1:
+        from .workers import run_workers
+
+        run_workers(settings, args, args.workers)
+        return
+    install_uvloop()
+    app = create_app(settings, env=env)
+    log_event("gateway_started", host=host, port=port, mock=settings.mock, pid=os.getpid())
     web.run_app(
         app,
         host=host,

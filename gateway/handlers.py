@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from collections.abc import Callable
@@ -200,7 +201,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.Response(body=_OK, content_type="application/json")
+    # The pid tells which of several --workers processes answered.
+    body = orjson.dumps({"status": "ok", "pid": os.getpid()})
+    return web.Response(body=body, content_type="application/json")
 
 
 async def root(request: web.Request) -> web.Response:

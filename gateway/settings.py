@@ -190,6 +190,7 @@ ENV_OVERRIDES: Final[dict[str, tuple[str, ...]]] = {
     "GATEWAY_TOTAL_TIMEOUT": ("timeouts", "total"),
     "GATEWAY_MAX_ATTEMPTS": ("retries", "max_attempts"),
     "OPENAI_BASE_URL": ("upstreams", "default", "base_url"),
+    "GATEWAY_MOCK": ("mock",),
 }
 
 
@@ -248,7 +249,14 @@ def load_settings(
             raise SettingsError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
     for var, key in ENV_OVERRIDES.items():
         if env.get(var):
-            value: Any = env[var] if key[-1] in ("host", "base_url") else _coerce_env(env[var])
+            raw = env[var]
+            value: Any
+            if key[-1] in ("host", "base_url"):
+                value = raw
+            elif key == ("mock",):
+                value = raw.lower() in ("1", "true", "yes", "on")
+            else:
+                value = _coerce_env(raw)
             _set_path(doc, key, value)
     for key, value in (overrides or {}).items():
         if value is not None:
