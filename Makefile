@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: venv run mock test lint typecheck unit e2e clean
+.PHONY: venv run mock test lint typecheck unit e2e bench locust soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,6 +38,14 @@ unit: venv
 ## Only the end-to-end run of the real Claude Code CLI (installed with npm into .cache/).
 e2e: venv
 	$(BIN)/python -m pytest tests/e2e
+
+## The benchmark: mock vs gateway in one run; writes bench-results/latest.md.
+bench: venv
+	$(BIN)/python -m tests.perf.bench --out bench-results/latest.md $(ARGS)
+
+## Locust, headless for 5 s against a gateway on its mock upstream.
+locust: venv
+	bash tests/perf/locust_smoke.sh
 
 ## Lint, type-check and run the whole test suite (the Claude Code e2e run included).
 test: lint typecheck unit
