@@ -47,6 +47,10 @@ bench: venv
 locust: venv
 	bash tests/perf/locust_smoke.sh
 
+## Soak: SOAK_MINUTES (default 2) of mixed streaming traffic with faults; bench-results/soak.md.
+soak: venv
+	$(BIN)/python -m tests.perf.soak --out bench-results/soak.md $(ARGS)
+
 ## Lint, type-check and run the whole test suite (the Claude Code e2e run included).
 test: lint typecheck unit
 
