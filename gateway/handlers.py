@@ -132,14 +132,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
             stop_sequences=req.stop_sequences,
             tool_names=names,
         )
-        u = message.usage
-        ctx.usage = (
-            u.input_tokens,
-            u.output_tokens,
-            u.cache_read_input_tokens,
-            u.cache_creation_input_tokens,
-        )
-        ctx.stop_reason = message.stop_reason
+        ctx.finish(message.usage, message.stop_reason)
         out = web.Response(body=RESPONSE_ENCODER.encode(message), content_type="application/json")
         out.headers[OVERHEAD_HEADER] = _overhead(ctx)
         return out

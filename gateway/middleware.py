@@ -26,6 +26,7 @@ from .errors import (
     error_body,
 )
 from .logs import correlation_id, log_event, log_exception
+from .schemas.anthropic import Usage
 from .translate.common import random_b62
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -73,6 +74,16 @@ class RequestContext:
         self.error_type: str | None = None
         self.outcome: str | None = None
         self.overhead_ms: float | None = None
+
+    def finish(self, usage: Usage, stop_reason: str | None) -> None:
+        """Record the answer's usage and stop reason for the summary line and metrics."""
+        self.usage = (
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_input_tokens,
+            usage.cache_creation_input_tokens,
+        )
+        self.stop_reason = stop_reason
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.start) * 1000.0, 3)

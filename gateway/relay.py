@@ -237,13 +237,6 @@ async def relay(
             upstream.release()
         else:
             upstream.close()
-        u = translator.usage
-        ctx.usage = (
-            u.input_tokens,
-            u.output_tokens,
-            u.cache_read_input_tokens,
-            u.cache_creation_input_tokens,
-        )
-        ctx.stop_reason = translator.stop_reason
+        ctx.finish(translator.usage, translator.stop_reason)
         ctx.events = translator.frames_out
     return response
