@@ -28,8 +28,11 @@ from .schemas.anthropic import (
 )
 from .settings import Route
 from .translate.common import Signer, encode_json, message_id
+from .translate.from_chat import from_chat
 from .translate.from_responses import from_responses
+from .translate.stream_chat import ChatStreamTranslator
 from .translate.stream_responses import ResponsesStreamTranslator
+from .translate.to_chat import to_chat
 from .translate.to_responses import session_id_from, to_responses, tool_name_map
 
 
@@ -49,6 +52,12 @@ DIALECTS: Final[dict[str, Dialect]] = {
         to_upstream=to_responses,
         from_upstream=from_responses,
         stream_translator=ResponsesStreamTranslator,
+    ),
+    "chat": Dialect(
+        path="/chat/completions",
+        to_upstream=to_chat,
+        from_upstream=from_chat,
+        stream_translator=ChatStreamTranslator,
     ),
 }
 

@@ -60,9 +60,21 @@ from ..schemas.openai_responses import (
     decode_item,
     decode_untyped_error,
 )
-from ..sse import SSEEvent, encode_event, encode_frame
+from ..sse import SSEEvent, encode_frame
 from .common import Signer, estimate_tokens, stop_reason, tool_use_id_from_upstream
 from .common import message_id as new_message_id
+from .content import (
+    DELTA_END,
+    DELTA_HEAD,
+    DELTA_KIND,
+    MESSAGE_STOP_FRAME,
+    PING_FRAME,
+    SIGNATURE_KIND,
+    block_start_frame,
+    block_stop_frame,
+    message_delta_frame,
+    message_start_frame,
+)
 from .from_responses import (
     client_tool_name,
     failure_error,
@@ -77,25 +89,9 @@ __all__ = ["ResponsesStreamTranslator"]
 
 _log = logging.getLogger(__name__)
 
-# ---------------------------------------------------------------------------------------------
-# Constant frame parts. Deltas are built as prefix + orjson.dumps(fragment) + suffix: the bytes
-# equal orjson.dumps of the whole payload, without building a dict per event (hot path).
-
-_PING: Final = b'event: ping\ndata: {"type":"ping"}\n\n'
-_MESSAGE_STOP: Final = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
-_DELTA_HEAD: Final = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
-_DELTA_END: Final = b"}}\n\n"
-_STOP_HEAD: Final = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":'
-_DELTA_KIND: Final = (
-    b',"delta":{"type":"text_delta","text":',
-    b',"delta":{"type":"input_json_delta","partial_json":',
-    b',"delta":{"type":"thinking_delta","thinking":',
-)
-_SIGNATURE_KIND: Final = b',"delta":{"type":"signature_delta","signature":'
-
 _EOF_MESSAGE: Final = "upstream closed the stream before the response completed"
 
-# Item kinds: the Anthropic block an upstream item maps to. Values index _DELTA_KIND.
+# Item kinds: the Anthropic block an upstream item maps to. Values index DELTA_KIND.
 _TEXT: Final = 0  # message item → text block
 _TOOL: Final = 1  # function_call item → tool_use block
 _THINK: Final = 2  # reasoning item → thinking (or redacted_thinking) block
@@ -300,54 +296,16 @@ class ResponsesStreamTranslator:
 
     def _start(self, out: list[bytes]) -> None:
         self._started = True
-        out.append(
-            encode_event(
-                "message_start",
-                {
-                    "type": "message_start",
-                    "message": {
-                        "id": self.message_id,
-                        "type": "message",
-                        "role": "assistant",
-                        "model": self.model,
-                        "content": [],
-                        "stop_reason": None,
-                        "stop_sequence": None,
-                        # Required by the SDK accumulator (§3.4 item 2); the real numbers
-                        # follow in message_delta, which overwrites them (§10 item 7).
-                        "usage": {
-                            "input_tokens": self.input_tokens,
-                            "output_tokens": 0,
-                            "cache_creation_input_tokens": 0,
-                            "cache_read_input_tokens": 0,
-                        },
-                    },
-                },
-            )
-        )
-        out.append(_PING)
+        out.append(message_start_frame(self.message_id, self.model, self.input_tokens))
+        out.append(PING_FRAME)
 
     def _end(self, reason: StopReason, usage: Usage, out: list[bytes]) -> None:
         """message_delta + message_stop. Every block is closed by now (§10 item 4)."""
         self.done = True
         self.stop_reason = reason
         self._usage = usage
-        out.append(
-            encode_event(
-                "message_delta",
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": reason, "stop_sequence": self.stop_sequence},
-                    "usage": {
-                        "input_tokens": usage.input_tokens,
-                        "output_tokens": usage.output_tokens,
-                        "cache_creation_input_tokens": usage.cache_creation_input_tokens,
-                        "cache_read_input_tokens": usage.cache_read_input_tokens,
-                    },
-                },
-            )
-        )
-        out.append(_MESSAGE_STOP)
+        out.append(message_delta_frame(reason, self.stop_sequence, usage))
+        out.append(MESSAGE_STOP_FRAME)
 
     def _estimated_usage(self) -> Usage:
         return Usage(input_tokens=self.input_tokens, output_tokens=estimate_tokens(self._out_chars))
@@ -452,14 +410,14 @@ class ResponsesStreamTranslator:
     def _emit(self, it: _Item, fragment: str, out: list[bytes]) -> None:
         """One delta into ``it``'s open block."""
         self._out_chars += len(fragment)
-        out.append(it.prefix + orjson.dumps(fragment) + _DELTA_END)
+        out.append(it.prefix + orjson.dumps(fragment) + DELTA_END)
 
     def _open_block(self, it: _Item, out: list[bytes]) -> None:
         """Start ``it``'s block (the caller made sure none is open) and flush its buffer."""
         index = self._next_index
         self._next_index += 1
         it.block = index
-        it.prefix = _DELTA_HEAD + str(index).encode() + _DELTA_KIND[it.kind]
+        it.prefix = DELTA_HEAD + str(index).encode() + DELTA_KIND[it.kind]
         block: dict[str, Any]
         if it.kind == _TEXT:
             block = {"type": "text", "text": ""}
@@ -475,12 +433,7 @@ class ResponsesStreamTranslator:
             }
         else:
             block = {"type": "thinking", "thinking": "", "signature": ""}
-        out.append(
-            encode_event(
-                "content_block_start",
-                {"type": "content_block_start", "index": index, "content_block": block},
-            )
-        )
+        out.append(block_start_frame(index, block))
         it.state = _OPEN
         self._set_open(it)
         if it.pending:
@@ -492,8 +445,8 @@ class ResponsesStreamTranslator:
         index = str(it.block).encode()
         if it.kind == _THINK:
             signature = self._signer.encode(it.item_id, it.encrypted)
-            out.append(_DELTA_HEAD + index + _SIGNATURE_KIND + orjson.dumps(signature) + _DELTA_END)
-        out.append(_STOP_HEAD + index + b"}\n\n")
+            out.append(DELTA_HEAD + index + SIGNATURE_KIND + orjson.dumps(signature) + DELTA_END)
+        out.append(block_stop_frame(it.block))
         it.state = _IDLE
         self._set_open(None)
 
@@ -501,17 +454,8 @@ class ResponsesStreamTranslator:
         index = self._next_index
         self._next_index += 1
         data = self._signer.encode(it.item_id, it.encrypted)
-        out.append(
-            encode_event(
-                "content_block_start",
-                {
-                    "type": "content_block_start",
-                    "index": index,
-                    "content_block": {"type": "redacted_thinking", "data": data},
-                },
-            )
-        )
-        out.append(_STOP_HEAD + str(index).encode() + b"}\n\n")
+        out.append(block_start_frame(index, {"type": "redacted_thinking", "data": data}))
+        out.append(block_stop_frame(index))
         it.state = _DONE
 
     def _claim(self, it: _Item, out: list[bytes]) -> bool:
@@ -707,7 +651,7 @@ def _on_text_delta(self: ResponsesStreamTranslator, ev: OutputTextDelta, out: li
         # Hot path: the open text block, no stop sequences.
         if delta:
             self._out_chars += len(delta)
-            out.append(self._prefix + orjson.dumps(delta) + _DELTA_END)
+            out.append(self._prefix + orjson.dumps(delta) + DELTA_END)
         return
     if not delta:
         return  # text blocks open on the first non-empty delta (§10 item 6)
@@ -735,7 +679,7 @@ def _on_args_delta(
     if ev.output_index == self._fast_args:
         if ev.delta:
             self._out_chars += len(ev.delta)
-            out.append(self._prefix + orjson.dumps(ev.delta) + _DELTA_END)
+            out.append(self._prefix + orjson.dumps(ev.delta) + DELTA_END)
         return
     if not ev.delta:
         return
