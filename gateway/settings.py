@@ -100,6 +100,10 @@ class UpstreamSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     reasoning_effort: bool = False
     #: forward top_k (vLLM, llama.cpp and Ollama accept it; OpenAI does not)
     top_k: bool = False
+    #: where mid-conversation system messages go: "inline" (in place, as sent) or "merge"
+    #: (appended to the leading system message: many local chat templates reject a system
+    #: message anywhere but first, and Claude Code ends its first turn with one)
+    mid_system: Literal["inline", "merge"] = "inline"
 
 
 class RouteSettings(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -160,6 +164,7 @@ class Route(Struct, kw_only=True, frozen=True):
     thinking_field: str = ""
     reasoning_effort: bool = False
     top_k: bool = False
+    mid_system: str = "inline"
 
     def __repr__(self) -> str:  # never show the key, even masked
         return f"Route({self.name!r}, {self.dialect}, {self.base_url!r}, {self.upstream_model!r})"
@@ -325,6 +330,7 @@ def resolve_routes(settings: Settings, env: Mapping[str, str] | None = None) -> 
                 thinking_field=up.thinking_field,
                 reasoning_effort=up.reasoning_effort,
                 top_k=up.top_k,
+                mid_system=up.mid_system,
             )
         )
     return out

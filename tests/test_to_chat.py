@@ -504,6 +504,36 @@ def test_tool_choice_omitted_without_forwarded_tools(choice: dict[str, Any]) -> 
     assert "tool_choice" not in translate(body([user("x")], tool_choice=choice))
 
 
+@pytest.mark.parametrize(
+    ("system", "msgs", "expected"),
+    [
+        pytest.param(
+            None,
+            [user("Q"), {"role": "system", "content": "# Environment"}],
+            [S("# Environment"), U("Q")],
+            id="merge-creates-leading-system",
+        ),
+        pytest.param(
+            "You are terse.",
+            [
+                user("Q"),
+                {"role": "system", "content": "# Environment"},
+                assistant("A"),
+                user("Q2"),
+                {"role": "system", "content": "late"},
+            ],
+            [S("You are terse.\n\n# Environment\n\nlate"), U("Q"), A("A"), U("Q2")],
+            id="merge-appends-in-order",
+        ),
+    ],
+)
+def test_mid_system_merge_for_strict_templates(
+    system: str | None, msgs: list[dict[str, Any]], expected: list[dict[str, Any]]
+) -> None:
+    extra = {"system": system} if system else {}
+    assert messages_of(msgs, route(mid_system="merge"), **extra) == expected
+
+
 # ==============================================================================================
 # Messages (protocol.md §9.2, §9.4, §9.5)
 

@@ -220,11 +220,22 @@ def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
 class _Messages:
     """Builds ``messages`` in one pass over the request (module docstring for the rules)."""
 
-    __slots__ = ("_called", "_carry", "_out", "_parts", "_results", "_thinking_field")
+    __slots__ = (
+        "_called",
+        "_carry",
+        "_merge_system",
+        "_mid_system",
+        "_out",
+        "_parts",
+        "_results",
+        "_thinking_field",
+    )
 
     def __init__(self, route: Route) -> None:
         self._parts: _Parts = _PARTS if route.images else _TEXT_ONLY
         self._thinking_field = route.thinking_field
+        self._merge_system = route.mid_system == "merge"
+        self._mid_system: list[str] = []
         self._out: list[dict[str, Any]] = []
         self._called: set[str] = set()
         #: upstream call id → (message index, block index, block) of its first tool_result
@@ -253,9 +264,17 @@ class _Messages:
                 # Claude Code's mid-conversation system message (claude-code.md §3): a
                 # system message in place (protocol.md §9.1, Chat column).
                 texts = system_message_texts(msg)
-                if texts:
+                if texts and self._merge_system:
+                    self._mid_system += texts
+                elif texts:
                     self._out.append({"role": "system", "content": "\n\n".join(texts)})
         self._flush_carry()
+        if self._mid_system:
+            merged = "\n\n".join(self._mid_system)
+            if system:
+                self._out[0]["content"] = f"{system}\n\n{merged}"
+            else:
+                self._out.insert(0, {"role": "system", "content": merged})
         return self._out
 
     def _flush_carry(self) -> None:
