@@ -74,15 +74,19 @@ CLASSIC = {
 }
 
 
-@pytest.mark.parametrize("shape", ["default", "classic"])
+@pytest.mark.parametrize(
+    ("shape", "dialect"),
+    [("default", "responses"), ("classic", "responses"), ("default", "chat")],
+)
 async def test_claude_code_write_tool_round_trip(
     claude_bin: Path,
     make_gateway: GatewayFactory,
     upstream: Upstream,
     tmp_path: Path,
     shape: str,
+    dialect: str,
 ) -> None:
-    gw = await make_gateway()
+    gw = await make_gateway(upstreams={"default": {"base_url": upstream.url, "dialect": dialect}})
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
@@ -132,6 +136,9 @@ async def test_claude_code_write_tool_round_trip(
     assert result["num_turns"] == 2
     assert target.read_text() == "hello from the gateway\n"
 
+    if dialect == "chat":
+        check_chat_upstream(upstream, args)
+        return
     sent = [r for r in upstream.mock.requests if r.path == "/v1/responses"]
     assert len(sent) == 2, [r.body.get("stream") for r in sent]
     assert all(r.body["stream"] is True for r in sent)  # no non-streaming fallback
@@ -151,3 +158,17 @@ async def test_claude_code_write_tool_round_trip(
     if shape == "default":
         assert any(i.get("role") == "developer" for i in sent[0].body["input"])
     assert sent[0].body["prompt_cache_key"] == sent[1].body["prompt_cache_key"]
+
+
+def check_chat_upstream(upstream: Upstream, args: str) -> None:
+    """The same round trip over Chat Completions: tool_calls, then a matching tool message."""
+    sent = [r for r in upstream.mock.requests if r.path == "/v1/chat/completions"]
+    assert len(sent) == 2
+    assert all(r.body["stream"] is True for r in sent)  # no non-streaming fallback
+    messages = sent[1].body["messages"]
+    calls = [c for m in messages if m["role"] == "assistant" for c in m.get("tool_calls") or []]
+    tools = [m for m in messages if m["role"] == "tool"]
+    assert [c["id"] for c in calls] == ["call_write_1"]
+    assert json.loads(calls[0]["function"]["arguments"]) == json.loads(args)
+    assert [t["tool_call_id"] for t in tools] == ["call_write_1"]
+    assert all("x-anthropic-billing-header" not in str(m["content"]) for m in messages)
