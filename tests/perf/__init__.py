@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m tests.perf.bench`` (see README.md here). Not collected by pytest."""
