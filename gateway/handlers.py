@@ -14,7 +14,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
-from .errors import GatewayTimeoutError, InvalidRequestError
+from .errors import GatewayTimeoutError, InvalidRequestError, RequestTooLargeError
 from .keys import COUNTER, METRICS, ROUTER, SETTINGS, SIGNER, STREAMS, UPSTREAM
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .middleware import CTX_KEY, RequestContext
@@ -97,6 +97,26 @@ def translate_request(
         raise InvalidRequestError("request JSON is nested too deeply") from None
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The request body, bounded by ``client_max_size`` (413 beyond it).
+
+    Unlike ``request.read()`` this does not keep a copy on the request object for its whole
+    lifetime, so the handler can let go of a large body once it is decoded.
+    """
+    limit = request.app[SETTINGS].server.max_body_bytes
+    length = request.content_length
+    if length is not None and length > limit:
+        raise RequestTooLargeError(f"request body of {length} bytes exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLargeError(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _thinking_requested(req: MessagesRequest, route: Route) -> bool:
     t = req.thinking
     return route.reasoning and t is not None and t.type in ("enabled", "adaptive")
@@ -106,9 +126,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     """``POST /v1/messages`` (and ``/v1/messages/stream``, which always streams)."""
     app = request.app
     ctx: RequestContext = request[CTX_KEY]
-    body = await request.read()
-    req: MessagesRequest = decode_request(body)
-    ctx.model = req.model
+    req: MessagesRequest = decode_request(await read_body(request))
+    model = ctx.model = req.model
     route = app[ROUTER].resolve(req.model)
     ctx.route = route.name
     stream = req.stream or request.path.endswith("/stream")
@@ -119,11 +138,15 @@ async def messages(request: web.Request) -> web.StreamResponse:
     payload = translate_request(dialect, req, route, signer, stream=stream, session_id=session)
     names = tool_name_map(req)
     thinking = _thinking_requested(req, route)
+    stop_sequences = req.stop_sequences
     upstream = app[UPSTREAM]
     settings = app[SETTINGS]
     total = settings.timeouts.total
     deadline = asyncio.get_running_loop().time() + total if total else None
     data_out = encode_json(payload)
+    # A Claude Code request decodes to several hundred KB of objects; only the encoded
+    # payload is needed while the upstream works (keeps RSS low with many in flight).
+    del req, payload
     waited = time.perf_counter()
     try:
         async with asyncio.timeout_at(deadline):
@@ -135,10 +158,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if data is not None:
         message = dialect.from_upstream(
             data,
-            model=req.model,
+            model=model,
             signer=signer,
             thinking=thinking,
-            stop_sequences=req.stop_sequences,
+            stop_sequences=stop_sequences,
             tool_names=names,
         )
         ctx.finish(message.usage, message.stop_reason)
@@ -146,11 +169,11 @@ async def messages(request: web.Request) -> web.StreamResponse:
         out.headers[OVERHEAD_HEADER] = _overhead(ctx)
         return out
     translator = dialect.stream_translator(
-        model=req.model,
+        model=model,
         signer=signer,
         thinking=thinking,
         request_id=ctx.request_id,
-        stop_sequences=req.stop_sequences,
+        stop_sequences=stop_sequences,
         tool_names=names,
         message_id=message_id(),
     )
@@ -171,7 +194,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
 async def count_tokens(request: web.Request) -> web.Response:
     """``POST /v1/messages/count_tokens``: counted on the translated Responses payload."""
     ctx: RequestContext = request[CTX_KEY]
-    counted = decode_request(await request.read(), COUNT_TOKENS_DECODER)
+    counted = decode_request(await read_body(request), COUNT_TOKENS_DECODER)
     ctx.model = counted.model
     route = request.app[ROUTER].resolve(counted.model)
     ctx.route = route.name

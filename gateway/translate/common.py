@@ -28,14 +28,14 @@ _TOOL_ID_BAD: Final = re.compile(r"[^A-Za-z0-9_-]")
 _MAX_CALL_ID: Final = 64
 
 
+#: byte → base62 character; 256 = 4·62 + 8, so the first 8 characters are drawn 5/256 of the
+#: time instead of 4/256: a bias that costs well under one bit of entropy in a 24-char id.
+_B62_TABLE: Final = bytes((_B62 * 5)[:256], "ascii")
+
+
 def random_b62(n: int = 24) -> str:
-    """``n`` random base62 characters (143 bits for the default 24)."""
-    num = int.from_bytes(os.urandom(n), "big")
-    out = []
-    for _ in range(n):
-        num, r = divmod(num, 62)
-        out.append(_B62[r])
-    return "".join(out)
+    """``n`` random base62 characters (one table lookup per byte: this runs per request)."""
+    return os.urandom(n).translate(_B62_TABLE).decode("ascii")
 
 
 def message_id() -> str:
