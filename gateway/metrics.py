@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -25,6 +25,7 @@ _OVERHEAD_BUCKETS: Final = (
 )  # fmt: skip
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+_TOKEN_KINDS: Final = ("input", "output", "cache_read", "cache_write")
 
 
 class Metrics:
@@ -82,6 +83,16 @@ class Metrics:
         Gauge("gateway_open_streams", "SSE streams open to clients.", registry=r
               ).set_function(open_streams)  # fmt: skip
         self._models: set[str] = set()
+        # prometheus-client's labels() validates and locks on every call; children are
+        # cached per label tuple since the label space is small and bounded.
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def _model(self, model: str | None) -> str:
         if model is None:
@@ -98,25 +109,26 @@ class Metrics:
         if not path.startswith("/v1/messages"):
             return
         route = ctx.route or ""
-        self.requests.labels(route, self._model(ctx.model), str(status), ctx.error_type or "").inc()
-        self.duration.labels(route, "true" if ctx.stream else "false").observe(
-            ctx.elapsed_ms() / 1000.0
-        )
+        child = self._child
+        etype = ctx.error_type or ""
+        child(self.requests, route, self._model(ctx.model), str(status), etype).inc()
+        stream = "true" if ctx.stream else "false"
+        child(self.duration, route, stream).observe(ctx.elapsed_ms() / 1000.0)
         if ctx.ttfb_ms is not None:
-            self.ttfb.labels(route).observe(ctx.ttfb_ms / 1000.0)
+            child(self.ttfb, route).observe(ctx.ttfb_ms / 1000.0)
         if ctx.overhead_ms is not None:
-            self.overhead.labels(route).observe(ctx.overhead_ms / 1000.0)
+            child(self.overhead, route).observe(ctx.overhead_ms / 1000.0)
         if ctx.attempts:
-            self.attempts.labels(route).inc(ctx.attempts)
-            if ctx.error_type and (ctx.upstream_status is None or ctx.upstream_status >= 400):
-                self.failures.labels(route, ctx.error_type).inc()
+            child(self.attempts, route).inc(ctx.attempts)
+            if etype and (ctx.upstream_status is None or ctx.upstream_status >= 400):
+                child(self.failures, route, etype).inc()
             elif ctx.outcome in ("upstream_error", "upstream_timeout"):
-                self.failures.labels(route, ctx.error_type or "api_error").inc()
+                child(self.failures, route, etype or "api_error").inc()
         u = ctx.usage
         if u:
-            for kind, n in zip(("input", "output", "cache_read", "cache_write"), u, strict=True):
+            for kind, n in zip(_TOKEN_KINDS, u, strict=True):
                 if n:
-                    self.tokens.labels(route, kind).inc(n)
+                    child(self.tokens, route, kind).inc(n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
