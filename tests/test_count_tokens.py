@@ -204,3 +204,23 @@ async def test_model_lookup_unroutable_is_404(make_gateway: GatewayFactory) -> N
     gw = await make_gateway(routes=[{"match": ["claude-*"], "model": "big"}])
     assert (await call(gw, "GET", "/v1/models/gpt-4o"))[1]["error"]["type"] == "not_found_error"
     assert (await call(gw, "GET", "/v1/models/claude-opus-5-5"))[0] == 200
+
+
+async def test_chat_route_counts_locally(make_gateway: GatewayFactory, upstream: Upstream) -> None:
+    gw = await make_gateway(
+        upstreams={"default": {"base_url": upstream.url, "api_key_env": "", "dialect": "chat"}}
+    )
+    body = count_body(messages=[{"role": "user", "content": "hello world"}])
+    status, out = await call(gw, "POST", "/v1/messages/count_tokens", body)
+    assert status == 200
+    assert out == {
+        "input_tokens": local_count(
+            {
+                "instructions": "You are terse.",
+                "input": [
+                    {"role": "user", "content": [{"type": "input_text", "text": "hello world"}]}
+                ],
+            }
+        )
+    }
+    assert upstream.mock.requests == []  # Chat servers have no counting endpoint

@@ -274,3 +274,39 @@ async def test_client_disconnect_closes_upstream(gateway: TestServer, upstream: 
     # the gateway still serves the next request
     status, _, raw = await raw_stream(gateway, body())
     assert status == 200 and parse_frames(raw)[-1][0] == "message_stop"
+
+
+STOP_TEXT = Text(
+    "Hello world. STOP here and more text after it",
+    chunks=["Hello wor", "ld. ST", "OP here", " and more", " text after", " it"],
+)
+
+
+async def test_stop_sequence_streamed_cuts_and_ends_upstream(
+    gateway: TestServer, upstream: Upstream
+) -> None:
+    upstream.mock.enqueue(Script(items=[STOP_TEXT], delay_between_events=0.05))
+    status, _, raw = await raw_stream(gateway, body(stop_sequences=["STOP", "never"]))
+    assert status == 200
+    events = parse_frames(raw)
+    check_stream(events)
+    deltas = [e[1]["delta"]["text"] for e in events if e[0] == "content_block_delta"]
+    assert "".join(deltas) == "Hello world. "
+    assert all("S" not in d for d in deltas)  # no partial "ST" leaked before the match
+    assert events[-2][1]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "STOP"}
+    # the gateway hung up on the upstream instead of reading the rest of the answer
+    for _ in range(100):
+        if upstream.mock.closed_streams:
+            break
+        await asyncio.sleep(0.01)
+    assert upstream.mock.closed_streams == 1
+    assert "stop" not in upstream.mock.requests[-1].body  # Responses has no `stop`
+
+
+async def test_stop_sequence_non_streamed(
+    sdk: anthropic.AsyncAnthropic, upstream: Upstream
+) -> None:
+    upstream.mock.enqueue(Script(items=[STOP_TEXT]))
+    msg = await sdk.messages.create(**body(False, stop_sequences=["STOP"]))
+    assert msg.content[0].text == "Hello world. "  # type: ignore[union-attr]
+    assert (msg.stop_reason, msg.stop_sequence) == ("stop_sequence", "STOP")
