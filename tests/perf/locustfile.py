@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
@@ -30,7 +31,7 @@ HEADERS = {
 }
 
 
-def _body(doc: dict[str, object], stream: bool) -> bytes:
+def _body(doc: Mapping[str, object], stream: bool) -> bytes:
     return orjson.dumps({**doc, "model": MODEL, "stream": stream, "max_tokens": 1024})
 
 
@@ -53,7 +54,8 @@ class ClaudeCodeUser(FastHttpUser):
         name = f"/v1/messages [{shape}, {'stream' if stream else 'json'}]"
         with self.client.post(
             "/v1/messages",
-            data=PAYLOADS[(shape, stream)],
+            # bytes: locust documents "String/bytes" for data but annotates only str | dict.
+            data=PAYLOADS[(shape, stream)],  # type: ignore[arg-type]
             headers=HEADERS,
             name=name,
             catch_response=True,

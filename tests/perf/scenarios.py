@@ -2,7 +2,7 @@
 Responses request the mock gets when it is called directly.
 
 Every answer comes from the mock upstream's default (unscripted) behaviour, so the mock needs
-no per-request scripting (see ``gateway/mock_upstream.py``, ``default_script``):
+no per-request scripting (see ``gateway/mock_upstream/defaults.py``, ``default_script``):
 
 * a user text is echoed as ``"echo: " + text``, one text delta per word: a user text of
   ``n - 1`` words streams as ``n`` deltas;

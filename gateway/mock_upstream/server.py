@@ -1,0 +1,340 @@
+"""The aiohttp server (``MockUpstream``), the helpers that serve it, and the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import sys
+import time
+from collections import deque
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from .defaults import default_script
+from .errors import BAD_JSON_MESSAGE, error_envelope
+from .render_chat import encode_chat_sse, render_chat_json
+from .render_common import Turn
+from .render_responses import encode_responses_sse, render_responses_json, responses_events
+from .scripts import JSON_CONTENT_TYPE, SSE_CONTENT_TYPE, Api, RecordedRequest, Script
+from .shaping import shape_writes, wait_for_disconnect
+
+# OpenAI answers unknown snapshots with a dated model name; model_echo=False imitates that.
+SNAPSHOT_SUFFIX: Final = "-2025-04-14"
+
+_MODELS_BODY: Final = orjson.dumps(
+    {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": 1686935002, "owned_by": "system"}
+            for name in ("gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-5", "gpt-5-mini", "o4-mini")
+        ],
+    },
+    option=orjson.OPT_INDENT_2,
+)
+_HEALTH_BODY: Final = b'{"status":"ok"}'
+
+
+def _mask_key(key: str) -> str:
+    """OpenAI's mask: first 8 and last 4 characters (``<not-a-r****key>`` in the corpus)."""
+    return key[:8] + "****" + key[-4:] if len(key) > 12 else key[:3] + "****"
+
+
+def _default_content_type(headers: dict[str, str], value: str) -> None:
+    """Set Content-Type unless the script's extra headers already did (any spelling)."""
+    if not any(name.lower() == "content-type" for name in headers):
+        headers["Content-Type"] = value
+
+
+class MockUpstream:
+    """The scripted fake upstream; ``app`` is a ready ``web.Application``.
+
+    ``requests`` records every request in arrival order (``max_recorded`` keeps only the newest
+    N, for long benchmark runs). ``enqueue`` queues scripts FIFO; each answered
+    ``/v1/responses`` or ``/v1/chat/completions`` request takes the next one (requests refused
+    for auth or bad JSON take none), and with the queue empty ``default_script`` answers.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        model_echo: bool = True,
+        max_recorded: int | None = None,
+    ) -> None:
+        self.api_key = api_key
+        self.model_echo = model_echo
+        self.max_recorded = max_recorded
+        self.requests: list[RecordedRequest] = []
+        self.closed_streams = 0
+        self._open_streams = 0
+        self._queue: deque[Script] = deque()
+        self._counter = itertools.count(1)
+        self._expected_auth = f"Bearer {api_key}" if api_key is not None else None
+        self.app = web.Application(
+            client_max_size=64 * 1024 * 1024
+        )  # gateway bodies can reach 32 MiB
+        self.app[MOCK_KEY] = self
+        self.app.router.add_post("/v1/responses", self._responses)
+        self.app.router.add_post("/v1/responses/input_tokens", self._input_tokens)
+        self.app.router.add_post("/v1/chat/completions", self._chat)
+        self.app.router.add_get("/v1/models", self._models)
+        self.app.router.add_get("/healthz", self._health)
+
+    def enqueue(self, *scripts: Script) -> None:
+        """Queue answers for the next requests, first in first out."""
+        self._queue.extend(scripts)
+
+    def open_streams(self) -> int:
+        """Bodies being written right now by the shaped/stream writer."""
+        return self._open_streams
+
+    @property
+    def pending(self) -> int:
+        """Scripts still queued."""
+        return len(self._queue)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def _receive(self, request: web.Request) -> tuple[bytes, Any]:
+        raw = await request.read()
+        try:
+            body: Any = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = None
+        self.requests.append(
+            RecordedRequest(request.method, request.path, dict(request.headers), body)
+        )
+        if self.max_recorded is not None and len(self.requests) > self.max_recorded:
+            del self.requests[: len(self.requests) - self.max_recorded]
+        return raw, body
+
+    def _json(
+        self, status: int, body: bytes, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        hdrs = {
+            "Content-Type": JSON_CONTENT_TYPE,
+            "x-request-id": f"req_mock{next(self._counter):08d}",
+        }
+        if headers:
+            hdrs.update(headers)
+        return web.Response(status=status, body=body, headers=hdrs)
+
+    def _refuse_auth(self, request: web.Request) -> web.Response | None:
+        if self._expected_auth is None:
+            return None
+        got = request.headers.get("Authorization")
+        if got == self._expected_auth:
+            return None
+        if not got:
+            # What api.openai.com says when the header is missing entirely.
+            message = (
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), "
+                "or as the password field (with blank username) if you're accessing the API "
+                "from your browser and are prompted for a username and password. You can obtain "
+                "an API key from https://platform.openai.com/account/api-keys."
+            )
+            code: str | None = None
+        else:
+            presented = got.removeprefix("Bearer ").strip()
+            message = (
+                f"Incorrect API key provided: {_mask_key(presented)}. You can find your API key "
+                "at https://platform.openai.com/account/api-keys."
+            )
+            code = "invalid_api_key"
+        err = {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": code,
+            }
+        }
+        return self._json(401, orjson.dumps(err, option=orjson.OPT_INDENT_2))
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    async def _health(self, request: web.Request) -> web.Response:
+        await self._receive(request)
+        return web.Response(body=_HEALTH_BODY, content_type=JSON_CONTENT_TYPE)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        await self._receive(request)
+        return self._refuse_auth(request) or self._json(200, _MODELS_BODY)
+
+    async def _input_tokens(self, request: web.Request) -> web.Response:
+        raw, body = await self._receive(request)
+        if (refused := self._refuse_auth(request)) is not None:
+            return refused
+        if not isinstance(body, dict):
+            return self._bad_json()
+        return self._json(
+            200, b'{"object":"response.input_tokens","input_tokens":%d}' % (len(raw) // 4)
+        )
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, "responses")
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, "chat")
+
+    def _bad_json(self) -> web.Response:
+        err = {
+            "error": {
+                "message": BAD_JSON_MESSAGE,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        }
+        return self._json(400, orjson.dumps(err, option=orjson.OPT_INDENT_2))
+
+    async def _answer(self, request: web.Request, api: Api) -> web.StreamResponse:
+        raw, body = await self._receive(request)
+        if (refused := self._refuse_auth(request)) is not None:
+            return refused
+        if not isinstance(body, dict):
+            return self._bad_json()
+        script = self._queue.popleft() if self._queue else default_script(api, body)
+        model = body.get("model") if isinstance(body.get("model"), str) else "mock-model"
+        assert isinstance(model, str)
+        if not self.model_echo:
+            model += SNAPSHOT_SUFFIX
+        n = next(self._counter)
+        turn = Turn(
+            api=api,
+            body=body,
+            raw_len=len(raw),
+            model=model,
+            key=f"mock{n:08d}",
+            created=int(time.time()),
+            stream=body.get("stream") is True,
+        )
+        headers = {"x-request-id": f"req_mock{n:08d}", **script.headers}
+
+        if (
+            script.status != 200
+            or (not turn.stream and script.end == "error_event")
+            or (api == "chat" and not turn.stream and script.end == "failed")
+        ):
+            status = script.status if script.status != 200 else 500
+            if script.raw_body is not None:
+                payload = script.raw_body
+            else:
+                err = script.error_body or error_envelope(status, script, model)
+                payload = orjson.dumps(err, option=orjson.OPT_INDENT_2)
+            _default_content_type(headers, script.content_type or JSON_CONTENT_TYPE)
+            return await self._send(request, script, status, headers, [payload], stream=False)
+
+        if script.raw_body is not None:
+            frames = [script.raw_body]
+        elif turn.stream:
+            if api == "responses":
+                frames = encode_responses_sse(responses_events(turn, script))
+            else:
+                frames = encode_chat_sse(turn, script)
+        else:
+            renderer = render_responses_json if api == "responses" else render_chat_json
+            frames = [renderer(turn, script)]
+        default_type = SSE_CONTENT_TYPE if turn.stream else JSON_CONTENT_TYPE
+        _default_content_type(headers, script.content_type or default_type)
+        return await self._send(request, script, 200, headers, frames, stream=turn.stream)
+
+    async def _send(
+        self,
+        request: web.Request,
+        script: Script,
+        status: int,
+        headers: dict[str, str],
+        frames: list[bytes],
+        *,
+        stream: bool,
+    ) -> web.StreamResponse:
+        """Write ``frames``. Plain bodies take the cheap path; streams and shaped bodies go
+        through the StreamResponse writer, which owns the open/closed stream counters."""
+        if not stream and not script.shaped:
+            if script.delay_before_headers > 0:
+                await asyncio.sleep(script.delay_before_headers)
+            return web.Response(status=status, body=b"".join(frames), headers=headers)
+
+        self._open_streams += 1
+        resp = web.StreamResponse(status=status, headers=headers)
+        if not stream:
+            # Declared length = the whole body, so a dropped or stalled body is detectably short.
+            resp.content_length = sum(map(len, frames)) + (
+                sum(f.count(b"\n") for f in frames) if script.crlf else 0
+            )
+        try:
+            if script.delay_before_headers > 0:
+                await asyncio.sleep(script.delay_before_headers)
+            for index, chunk in enumerate(shape_writes(frames, script)):
+                if index == 0:
+                    # The status line goes out with the first bytes, never earlier.
+                    await resp.prepare(request)
+                elif script.delay_between_events > 0:
+                    await asyncio.sleep(script.delay_between_events)
+                await resp.write(chunk)
+            if script.drop_after_bytes is not None:
+                if not resp.prepared:
+                    await resp.prepare(request)
+                transport = request.transport
+                if transport is not None:
+                    transport.abort()
+                return resp
+            if script.stall_after_events is not None:
+                await wait_for_disconnect(request)
+                self.closed_streams += 1
+                return resp
+            await resp.write_eof()
+        except ConnectionResetError:
+            # The client left mid-body; aiohttp (handler_cancellation off) only tells us here.
+            self.closed_streams += 1
+        except asyncio.CancelledError:
+            self.closed_streams += 1
+            raise
+        finally:
+            self._open_streams -= 1
+        return resp
+
+
+MOCK_KEY: Final = web.AppKey("mock_upstream", MockUpstream)
+
+
+def create_mock_app(mock: MockUpstream | None = None) -> web.Application:
+    """The application of ``mock`` (a fresh default MockUpstream when None)."""
+    return (mock or MockUpstream()).app
+
+
+async def start_mock(
+    host: str = "127.0.0.1", port: int = 0, *, mock: MockUpstream | None = None
+) -> tuple[web.AppRunner, str]:
+    """Serve ``mock`` (default: a fresh one keeping the last 100 requests) on host:port
+    (0 = any free port). Returns the runner (call ``cleanup()``) and the base URL
+    ``http://host:port/v1``."""
+    app = create_mock_app(mock or MockUpstream(max_recorded=100))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return runner, f"http://{host}:{bound}/v1"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m gateway.mock_upstream [--host H] [--port P] [--api-key K]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway.mock_upstream", description="OpenAI-compatible fake upstream."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
+    args = parser.parse_args(argv)
+    mock = MockUpstream(api_key=args.api_key, max_recorded=100)
+
+    def announce(_: object) -> None:
+        print(f"mock upstream listening on http://{args.host}:{args.port}/v1", file=sys.stderr)
+
+    web.run_app(mock.app, host=args.host, port=args.port, access_log=None, print=announce)
