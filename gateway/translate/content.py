@@ -74,6 +74,7 @@ __all__ = [
     "search_result_text",
     "session_id_from",
     "sha_hex",
+    "signature_delta_frame",
     "system_message_texts",
     "system_text",
     "thinking_effort",
@@ -499,3 +500,8 @@ def block_start_frame(index: int, block: dict[str, Any]) -> bytes:
 
 def block_stop_frame(index: int) -> bytes:
     return STOP_HEAD + str(index).encode() + b"}\n\n"
+
+
+def signature_delta_frame(index: int, signature: str) -> bytes:
+    """The ``signature_delta`` that precedes a thinking block's stop (§3.2)."""
+    return DELTA_HEAD + str(index).encode() + SIGNATURE_KIND + orjson.dumps(signature) + DELTA_END

@@ -28,11 +28,11 @@ Rules (identical in ``stream_chat``):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 
-from ..errors import APIError, GatewayError, from_upstream_failure
+from ..errors import GatewayError, from_upstream_failure
 from ..schemas.anthropic import (
     MessageResponse,
     OutBlock,
@@ -58,7 +58,7 @@ from .common import (
     tool_use_id_from_upstream,
     usage_from_chat,
 )
-from .from_responses import client_tool_name, tool_input
+from .from_responses import client_tool_name, failure_error, invalid_response, tool_input
 from .stop_sequences import cut_at_stop_sequence
 
 __all__ = [
@@ -71,9 +71,6 @@ __all__ = [
     "invalid_response",
     "server_stop_sequence",
 ]
-
-_MAX_REASON: Final = 200
-
 
 # ---------------------------------------------------------------------------------------------
 # Shared helpers (also used by stream_chat)
@@ -126,20 +123,11 @@ def chat_usage(usage: dict[str, Any] | None, *, input_tokens: int, output_chars:
 
 
 def chat_error(error: ChatError | str | None) -> GatewayError:
-    """An ``{"error": …}`` object (mid-stream chunk or 200 body) → GatewayError by its code
-    (errors.from_upstream_failure), falling back to its type."""
-    if error is None:
-        return from_upstream_failure(None, None)
+    """An ``{"error": …}`` object (mid-stream chunk or 200 body; a bare string on some
+    servers) → GatewayError, as :func:`~.from_responses.failure_error`."""
     if isinstance(error, str):
         return from_upstream_failure(None, error)
-    code = error.code if error.code is not None else error.type
-    return from_upstream_failure(None if code is None else str(code), error.message)
-
-
-def invalid_response(reason: str) -> APIError:
-    if len(reason) > _MAX_REASON:
-        reason = reason[:_MAX_REASON] + "…"
-    return APIError(f"upstream returned an invalid response: {reason}")
+    return failure_error(error)
 
 
 def first_choice(choices: list[ChatChoice]) -> ChatChoice:

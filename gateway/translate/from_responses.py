@@ -20,7 +20,7 @@ Rules (identical in ``stream_responses``):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 import orjson
@@ -40,7 +40,6 @@ from ..schemas.openai_responses import (
     FunctionCallItem,
     MessageItem,
     ReasoningItem,
-    ResponseError,
     ResponseUsage,
     decode_item,
 )
@@ -55,10 +54,13 @@ from .common import (
 from .stop_sequences import cut_at_stop_sequence
 
 __all__ = [
+    "ErrorObject",
     "client_tool_name",
+    "clip",
     "failure_error",
     "final_usage",
     "from_responses",
+    "invalid_response",
     "message_text",
     "reasoning_block",
     "reasoning_text",
@@ -66,10 +68,11 @@ __all__ = [
     "tool_input_json",
 ]
 
+#: How much of a decoder's complaint about an upstream body or event an error message quotes.
 _MAX_REASON: Final = 200
 
 # ---------------------------------------------------------------------------------------------
-# Shared helpers (also used by stream_responses)
+# Shared helpers (also used by stream_responses, and by the Chat translators)
 
 
 def client_tool_name(name: str | None, tool_names: Mapping[str, str] | None) -> str:
@@ -157,18 +160,37 @@ def final_usage(usage: ResponseUsage | None, *, input_tokens: int, output_chars:
     return usage_from_responses(usage)
 
 
-def failure_error(error: ResponseError | None) -> GatewayError:
-    """``response.failed`` / failed body → GatewayError via errors.from_upstream_failure."""
+class ErrorObject(Protocol):
+    """An upstream error object: Responses' ``error`` and Chat's ``{"error": …}`` have the
+    same three fields."""
+
+    @property
+    def code(self) -> str | int | None: ...
+
+    @property
+    def type(self) -> str | None: ...
+
+    @property
+    def message(self) -> str | None: ...
+
+
+def failure_error(error: ErrorObject | None) -> GatewayError:
+    """An upstream error object (``response.failed``, a failed body, a Chat error chunk) →
+    GatewayError by its code (errors.from_upstream_failure), falling back to its type."""
     if error is None:
         return from_upstream_failure(None, None)
     code = error.code if error.code is not None else error.type
     return from_upstream_failure(None if code is None else str(code), error.message)
 
 
-def _invalid(reason: str) -> APIError:
-    if len(reason) > _MAX_REASON:
-        reason = reason[:_MAX_REASON] + "…"
-    return APIError(f"upstream returned an invalid response: {reason}")
+def clip(reason: str) -> str:
+    """``reason`` cut to 200 characters (an ellipsis marks the cut), for error messages."""
+    return reason if len(reason) <= _MAX_REASON else reason[:_MAX_REASON] + "…"
+
+
+def invalid_response(reason: str) -> APIError:
+    """A body that does not decode, or is not a finished answer (``reason`` is clipped)."""
+    return APIError(f"upstream returned an invalid response: {clip(reason)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,12 +220,12 @@ def from_responses(
     try:
         resp = RESPONSE_DECODER.decode(body)
     except msgspec.DecodeError as exc:
-        raise _invalid(str(exc)) from None
+        raise invalid_response(str(exc)) from None
     status = resp.status
     if status == "failed" or (status is None and resp.error is not None):
         raise failure_error(resp.error)
     if status in ("cancelled", "queued", "in_progress"):
-        raise _invalid(f"status {status}")
+        raise invalid_response(f"status {status}")
 
     content: list[OutBlock] = []
     refusal = False
@@ -214,7 +236,7 @@ def from_responses(
         try:
             item = decode_item(raw)
         except msgspec.DecodeError as exc:
-            raise _invalid(f"output item: {exc}") from None
+            raise invalid_response(f"output item: {exc}") from None
         if isinstance(item, MessageItem):
             text, is_refusal = message_text(item)
             refusal = refusal or is_refusal

@@ -4,16 +4,9 @@ Pure: no aiohttp, no asyncio (design.md, house style 1-3). The relay feeds each 
 :class:`~gateway.sse.SSEEvent` and writes the returned frames; ``finish()`` at upstream EOF,
 ``fail(err)`` on a transport failure. Mapping rules are the ones in ``from_responses`` (the
 helpers are shared), so a streamed answer accumulates to the same Message as the
-non-streaming one.
-
-Output grammar (protocol.md §3.2, §3.4, §10 items 2-5)::
-
-    message_start ping (content_block_start delta* content_block_stop)* message_delta message_stop
-    … or, at any point after message_start, one ``error`` frame and nothing else.
-
-State is a few named fields: the open item (which owns the single open Anthropic block), the
-items waiting for their turn, our own block counter (0, 1, 2 … never the upstream
-``output_index``, §10 item 2), items by ``output_index``/``item_id``, and usage counters.
+non-streaming one. The lifecycle, the output grammar and the block bookkeeping (our own block
+counter, the open block, the waiting queue) are :mod:`.stream_base`'s; this module keeps the
+event dispatch and the items by ``output_index``/``item_id``.
 
 Interleaving policy (§10 item 3). One block is open at a time. An upstream item whose content
 arrives while another item's tool_use or thinking block is open is buffered and later flushed
@@ -25,15 +18,13 @@ closed at any point, so a text block gives way immediately when another item mus
 from __future__ import annotations
 
 import logging
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Final, get_args
 
 import msgspec
 import orjson
 
-from ..errors import APIError, GatewayError, error_body
-from ..schemas.anthropic import StopReason, Usage
+from ..errors import APIError
 from ..schemas.openai_responses import (
     ErrorEvent,
     FunctionCallArgumentsDelta,
@@ -60,23 +51,10 @@ from ..schemas.openai_responses import (
     decode_item,
     decode_untyped_error,
 )
-from ..sse import SSEEvent, encode_frame
-from .common import Signer, estimate_tokens, stop_reason, tool_use_id_from_upstream
-from .common import message_id as new_message_id
-from .content import (
-    DELTA_END,
-    DELTA_HEAD,
-    DELTA_KIND,
-    MESSAGE_STOP_FRAME,
-    PING_FRAME,
-    SIGNATURE_KIND,
-    block_start_frame,
-    block_stop_frame,
-    message_delta_frame,
-    message_start_frame,
-)
+from ..sse import SSEEvent
+from .common import stop_reason
+from .content import DELTA_END, block_start_frame, block_stop_frame, signature_delta_frame
 from .from_responses import (
-    client_tool_name,
     failure_error,
     final_usage,
     message_text,
@@ -84,6 +62,21 @@ from .from_responses import (
     tool_input_json,
 )
 from .stop_sequences import StopSequenceScanner
+from .stream_base import (
+    ARGS_FIRST,
+    ARGS_LIVE,
+    ARGS_WHOLE,
+    DONE,
+    IDLE,
+    OPEN,
+    TEXT,
+    THINK,
+    TOOL,
+    WAITING,
+    BaseStreamTranslator,
+    Part,
+    invalid_event,
+)
 
 __all__ = ["ResponsesStreamTranslator"]
 
@@ -91,70 +84,42 @@ _log = logging.getLogger(__name__)
 
 _EOF_MESSAGE: Final = "upstream closed the stream before the response completed"
 
-# Item kinds: the Anthropic block an upstream item maps to. Values index DELTA_KIND.
-_TEXT: Final = 0  # message item → text block
-_TOOL: Final = 1  # function_call item → tool_use block
-_THINK: Final = 2  # reasoning item → thinking (or redacted_thinking) block
-
-# Item states.
-_IDLE: Final = 0  # no block open (not started yet, or its text block gave way)
-_OPEN: Final = 1  # owns the one open block
-_WAITING: Final = 2  # has content but another block is open; in the waiting queue
-_DONE: Final = 3  # finished upstream and fully emitted (or dropped)
-
-# Tool argument modes.
-_ARGS_FIRST: Final = 0  # nothing but whitespace seen yet
-_ARGS_LIVE: Final = 1  # began with "{": fragments are forwarded as they come
-_ARGS_WHOLE: Final = 2  # began with something else: buffered, sent normalised at the end
+# Item kinds (stream_base): a message item → TEXT, a function_call item → TOOL, a reasoning
+# item → THINK (thinking, or redacted_thinking). Item states: stream_base's; an item whose text
+# block gave way is IDLE again (a continuation starts a new block).
 
 # Reasoning text sources (a reasoning item streams one of them, §7).
 _SUMMARY: Final = 0
 _RAW: Final = 1
 
 
-class _Item:
+class _Item(Part):
     """One upstream output item and the state of the Anthropic block it maps to."""
 
     __slots__ = (
-        "args_mode",
         "args_raw",
-        "block",
-        "call_id",
         "encrypted",
         "finished",
         "has_text",
         "item_id",
-        "kind",
         "match",
-        "name",
         "output_index",
         "part",
-        "pending",
-        "prefix",
         "saw_delta",
         "scanner",
         "source",
-        "state",
     )
 
     def __init__(self, kind: int, output_index: int, item_id: str) -> None:
-        self.kind = kind
+        super().__init__(kind)
         self.output_index = output_index
         self.item_id = item_id
-        self.state = _IDLE
-        self.block = -1
-        self.prefix = b""
-        # Fragments waiting for this item's turn (post-scan text, JSON, thinking text).
-        self.pending: list[str] = []
         self.finished = False
         self.saw_delta = False
         # text
         self.scanner: StopSequenceScanner | None = None
         self.match: str | None = None
         # tool_use
-        self.call_id: str | None = None
-        self.name: str | None = None
-        self.args_mode = _ARGS_FIRST
         self.args_raw: list[str] = []
         # thinking
         self.has_text = False
@@ -166,63 +131,18 @@ class _Item:
 _Handler = Callable[["ResponsesStreamTranslator", Any, list[bytes]], None]
 
 
-class ResponsesStreamTranslator:
+class ResponsesStreamTranslator(BaseStreamTranslator[_Item]):
     """Translate one Responses stream into Anthropic SSE frames.
 
-    Contract:
+    Contract: :class:`~.stream_base.BaseStreamTranslator`'s, and:
 
-    * ``feed(event)`` returns complete, encoded frames (``event: NAME\\ndata: JSON\\n\\n``,
-      compact JSON) ready to write. The first upstream event yields ``message_start`` then
-      ``ping``. Output depends only on the sequence of events, never on timing.
-    * Exactly one terminal frame: ``message_stop`` (after ``message_delta``) or ``error``.
-      Then ``done`` is True and every further call returns ``[]``.
     * ``finish()`` at upstream EOF: an error frame (``api_error``) unless a terminal frame was
-      already produced. ``fail(err)``: the error frame for ``err`` unless done.
+      already produced.
     * Unknown upstream event types are ignored on purpose and counted in
       ``ignored_events``; ``data: [DONE]`` is tolerated the same way (protocol.md §7).
-    * A stop-sequence match ends the message (``stop_reason: stop_sequence``); the relay then
-      closes the upstream. Usage is then estimated (§9.8).
-
-    Attributes for the relay and the access log: ``done``; ``error`` (the GatewayError sent
-    as the error frame, else None); ``usage`` (the final usage once done, a running estimate
-    before that, e.g. when the client went away); ``stop_reason`` / ``stop_sequence`` (None
-    until a message_delta was sent); ``upstream_events``, ``frames_out``, ``ignored_events``.
     """
 
-    def __init__(
-        self,
-        *,
-        model: str,
-        signer: Signer,
-        thinking: bool,
-        request_id: str | None = None,
-        stop_sequences: list[str] | None = None,
-        tool_names: Mapping[str, str] | None = None,
-        message_id: str | None = None,
-        input_tokens: int = 0,
-    ) -> None:
-        self.model = model
-        self.request_id = request_id
-        self.message_id = message_id if message_id is not None else new_message_id()
-        self.input_tokens = input_tokens
-        self._signer = signer
-        self._thinking = thinking
-        self._stop_sequences = [s for s in stop_sequences or () if s]
-        self._tool_names = tool_names
-
-        self.done = False
-        self.error: GatewayError | None = None
-        self._usage: Usage | None = None
-        self.stop_reason: StopReason | None = None
-        self.stop_sequence: str | None = None
-        self.upstream_events = 0
-        self.frames_out = 0
-        self.ignored_events = 0
-
-        self._started = False
-        self._next_index = 0
-        self._open: _Item | None = None
-        self._waiting: deque[_Item] = deque()
+    def _init_state(self) -> None:
         self._items: list[_Item] = []
         self._by_index: dict[int, _Item] = {}
         self._by_id: dict[str, _Item] = {}
@@ -230,19 +150,6 @@ class ResponsesStreamTranslator:
         # (never an index; -1 means "absent" in the schema).
         self._fast_text = -2
         self._fast_args = -2
-        self._prefix = b""
-        self._out_chars = 0
-        self._tool_blocks = 0
-        self._refusal = False
-        self._draining = False
-
-    # -----------------------------------------------------------------------------------------
-    # Public API
-
-    @property
-    def usage(self) -> Usage:
-        """Final usage once done; until then an estimate from what was sent so far."""
-        return self._usage if self._usage is not None else self._estimated_usage()
 
     def feed(self, event: SSEEvent) -> list[bytes]:
         """Translate one upstream event; return the frames to write (possibly none)."""
@@ -263,7 +170,7 @@ class ResponsesStreamTranslator:
             if untyped is None:
                 if not self._started:
                     self._start(out)
-                self._fail(APIError(f"upstream sent an invalid event: {_short(str(exc))}"), out)
+                self._fail(invalid_event("event", str(exc)), out)
                 self.frames_out += len(out)
                 return out
             ev = untyped
@@ -273,54 +180,9 @@ class ResponsesStreamTranslator:
         self.frames_out += len(out)
         return out
 
-    def finish(self) -> list[bytes]:
-        """Upstream EOF. Without a terminal event that is an error (§10 item 9)."""
-        if self.done:
-            return []
-        out: list[bytes] = []
+    def _eof(self, out: list[bytes]) -> None:
+        """Without a terminal event, EOF is an error (§10 item 9)."""
         self._fail(APIError(_EOF_MESSAGE), out)
-        self.frames_out += len(out)
-        return out
-
-    def fail(self, err: GatewayError) -> list[bytes]:
-        """A transport failure or timeout seen by the relay → one ``error`` frame."""
-        if self.done:
-            return []
-        out: list[bytes] = []
-        self._fail(err, out)
-        self.frames_out += len(out)
-        return out
-
-    # -----------------------------------------------------------------------------------------
-    # Message lifecycle
-
-    def _start(self, out: list[bytes]) -> None:
-        self._started = True
-        out.append(message_start_frame(self.message_id, self.model, self.input_tokens))
-        out.append(PING_FRAME)
-
-    def _end(self, reason: StopReason, usage: Usage, out: list[bytes]) -> None:
-        """message_delta + message_stop. Every block is closed by now (§10 item 4)."""
-        self.done = True
-        self.stop_reason = reason
-        self._usage = usage
-        out.append(message_delta_frame(reason, self.stop_sequence, usage))
-        out.append(MESSAGE_STOP_FRAME)
-
-    def _estimated_usage(self) -> Usage:
-        return Usage(input_tokens=self.input_tokens, output_tokens=estimate_tokens(self._out_chars))
-
-    def _fail(self, err: GatewayError, out: list[bytes]) -> None:
-        """One ``error`` frame; open blocks stay open (the error ends the stream, §3.2)."""
-        self.done = True
-        self.error = err
-        self._usage = self._estimated_usage()
-        out.append(encode_frame(b"error", error_body(err, self.request_id)))
-
-    def _stop_on_sequence(self, match: str, out: list[bytes]) -> None:
-        """A stop sequence completed: the message ends here (§9.8); upstream usage is lost."""
-        self.stop_sequence = match
-        self._end("stop_sequence", self._estimated_usage(), out)
 
     def _terminal(self, resp: Response, out: list[bytes]) -> None:
         """response.completed / response.incomplete: finish every item, then end."""
@@ -334,7 +196,7 @@ class ResponsesStreamTranslator:
                 if self.done:
                     return
         for it in list(self._items):
-            if it.finished or it.state == _DONE:
+            if it.finished or it.state == DONE:
                 continue
             if finals is None:
                 finals = {i.id: i for i in _decode_items(resp.output) if i.id}
@@ -367,7 +229,7 @@ class ResponsesStreamTranslator:
 
     def _register(self, kind: int, output_index: int, item_id: str) -> _Item:
         it = _Item(kind, output_index, item_id)
-        if kind == _TEXT and self._stop_sequences:
+        if kind == TEXT and self._stop_sequences:
             it.scanner = StopSequenceScanner(self._stop_sequences)
         self._items.append(it)
         if output_index >= 0:
@@ -382,11 +244,11 @@ class ResponsesStreamTranslator:
         it = self._find(output_index, item_id)
         if it is None:
             if isinstance(item, MessageItem):
-                it = self._register(_TEXT, output_index, item_id)
+                it = self._register(TEXT, output_index, item_id)
             elif isinstance(item, FunctionCallItem):
-                it = self._register(_TOOL, output_index, item_id)
+                it = self._register(TOOL, output_index, item_id)
             else:
-                it = self._register(_THINK, output_index, item_id)
+                it = self._register(THINK, output_index, item_id)
         if isinstance(item, FunctionCallItem):
             # Also for a call first seen through its argument deltas (no name there, §7).
             it.call_id = it.call_id or item.call_id
@@ -399,142 +261,70 @@ class ResponsesStreamTranslator:
         if it is None:
             return
         self._prefix = it.prefix
-        if it.kind == _TEXT and it.scanner is None:
+        if it.kind == TEXT and it.scanner is None:
             self._fast_text = it.output_index if it.output_index >= 0 else -2
-        elif it.kind == _TOOL and it.args_mode == _ARGS_LIVE:
+        elif it.kind == TOOL and it.args_mode == ARGS_LIVE:
             self._fast_args = it.output_index if it.output_index >= 0 else -2
 
     # -----------------------------------------------------------------------------------------
-    # Blocks
+    # Blocks (the bookkeeping is stream_base's)
 
-    def _emit(self, it: _Item, fragment: str, out: list[bytes]) -> None:
-        """One delta into ``it``'s open block."""
-        self._out_chars += len(fragment)
-        out.append(it.prefix + orjson.dumps(fragment) + DELTA_END)
+    def _closable(self, it: _Item) -> bool:
+        """Only a text block gives way (closed early); the others close when their item is
+        finished upstream."""
+        return it.kind == TEXT
 
-    def _open_block(self, it: _Item, out: list[bytes]) -> None:
-        """Start ``it``'s block (the caller made sure none is open) and flush its buffer."""
-        index = self._next_index
-        self._next_index += 1
-        it.block = index
-        it.prefix = DELTA_HEAD + str(index).encode() + DELTA_KIND[it.kind]
-        block: dict[str, Any]
-        if it.kind == _TEXT:
-            block = {"type": "text", "text": ""}
-        elif it.kind == _TOOL:
-            self._tool_blocks += 1
-            # Input always {} here: the accumulator replaces it with the parsed partials
-            # (§3.4 item 5), and Claude Code needs the deltas (claude-code.md §4).
-            block = {
-                "type": "tool_use",
-                "id": tool_use_id_from_upstream(it.call_id),
-                "name": client_tool_name(it.name, self._tool_names),
-                "input": {},
-            }
-        else:
-            block = {"type": "thinking", "thinking": "", "signature": ""}
-        out.append(block_start_frame(index, block))
-        it.state = _OPEN
-        self._set_open(it)
-        if it.pending:
-            self._emit(it, "".join(it.pending), out)
-            it.pending.clear()
+    def _take_turn(self, it: _Item, out: list[bytes]) -> None:
+        if it.pending or it.kind == TOOL:
+            self._open_block(it, out)
+        if it.finished:
+            self._settle(it, out)
 
     def _close_block(self, it: _Item, out: list[bytes]) -> None:
         """Stop ``it``'s open block (signature first for thinking, §3.2)."""
-        index = str(it.block).encode()
-        if it.kind == _THINK:
+        if it.kind == THINK:
             signature = self._signer.encode(it.item_id, it.encrypted)
-            out.append(DELTA_HEAD + index + SIGNATURE_KIND + orjson.dumps(signature) + DELTA_END)
-        out.append(block_stop_frame(it.block))
-        it.state = _IDLE
-        self._set_open(None)
+            out.append(signature_delta_frame(it.block, signature))
+        super()._close_block(it, out)
 
     def _emit_redacted(self, it: _Item, out: list[bytes]) -> None:
-        index = self._next_index
-        self._next_index += 1
+        index = self._take_index()
         data = self._signer.encode(it.item_id, it.encrypted)
         out.append(block_start_frame(index, {"type": "redacted_thinking", "data": data}))
         out.append(block_stop_frame(index))
-        it.state = _DONE
-
-    def _claim(self, it: _Item, out: list[bytes]) -> bool:
-        """Can ``it`` open a block now? An open text block gives way (closed early); the
-        items already waiting go first. False: ``it`` must wait."""
-        while True:
-            current = self._open
-            if current is None:
-                return not self.done
-            if current.kind != _TEXT or current is it:
-                return False
-            self._close_block(current, out)
-            self._drain(out)
-
-    def _wait(self, it: _Item) -> None:
-        if it.state != _WAITING:
-            it.state = _WAITING
-            self._waiting.append(it)
-
-    def _push(self, it: _Item, fragment: str, out: list[bytes]) -> None:
-        """Send a fragment of ``it``'s block now if it has the floor, else buffer it."""
-        if it.state == _OPEN:
-            self._emit(it, fragment, out)
-            return
-        it.pending.append(fragment)
-        if it.state == _WAITING:
-            return
-        if it.kind == _TOOL and it.name is None:
-            return  # cannot start a tool_use block before its name is known
-        if self._claim(it, out):
-            self._open_block(it, out)
-        elif not self.done:
-            self._wait(it)
-
-    def _drain(self, out: list[bytes]) -> None:
-        """Give the floor to waiting items in order, each flushed as a whole block."""
-        if self._draining:
-            return  # the loop below is already running (a settle inside it closed a block)
-        self._draining = True
-        while self._open is None and self._waiting and not self.done:
-            it = self._waiting.popleft()
-            it.state = _IDLE
-            if it.pending or it.kind == _TOOL:
-                self._open_block(it, out)
-            if it.finished:
-                self._settle(it, out)
-        self._draining = False
+        it.state = DONE
 
     def _settle(self, it: _Item, out: list[bytes]) -> None:
         """``it`` is finished upstream: close its block, or emit it whole, or wait."""
-        if it.state == _WAITING:
+        if it.state == WAITING:
             return  # _drain settles it when its turn comes
-        if it.state == _OPEN:
+        if it.state == OPEN:
             self._close_block(it, out)
-            it.state = _DONE
+            it.state = DONE
             if it.match is not None:
                 self._stop_on_sequence(it.match, out)
                 return
             self._drain(out)
             return
-        # _IDLE: nothing is buffered for it (that would make it open or waiting).
-        if it.kind == _TEXT:
+        # IDLE: nothing is buffered for it (that would make it open or waiting).
+        if it.kind == TEXT:
             if it.match is None:
-                it.state = _DONE
+                it.state = DONE
             elif self._open is None:
-                it.state = _DONE
+                it.state = DONE
                 self._stop_on_sequence(it.match, out)
             else:
                 self._wait(it)  # stop once the blocks before it are out
-        elif it.kind == _THINK:
+        elif it.kind == THINK:
             if it.encrypted is None:
-                it.state = _DONE
+                it.state = DONE
             elif self._claim(it, out):
                 self._emit_redacted(it, out)
             elif not self.done:
                 self._wait(it)
         else:
             if it.name is None:
-                it.state = _DONE  # a tool call without a name cannot be forwarded
+                it.state = DONE  # a tool call without a name cannot be forwarded
             elif self._claim(it, out):
                 self._open_block(it, out)
                 self._settle(it, out)
@@ -566,22 +356,22 @@ class ResponsesStreamTranslator:
         it.saw_delta = True
         if it.finished:
             return
-        if it.args_mode == _ARGS_LIVE:
+        if it.args_mode == ARGS_LIVE:
             self._push(it, fragment, out)
-        elif it.args_mode == _ARGS_WHOLE:
+        elif it.args_mode == ARGS_WHOLE:
             it.args_raw.append(fragment)
         else:
             fragment = fragment.lstrip()
             if not fragment:
                 return
             if fragment[0] == "{":
-                it.args_mode = _ARGS_LIVE
-                if it.state == _OPEN:
+                it.args_mode = ARGS_LIVE
+                if it.state == OPEN:
                     self._set_open(it)  # enables the fast path
                 self._push(it, fragment, out)
             else:
                 # Not the start of a JSON object: the SDK would raise on it (§3.4 item 4).
-                it.args_mode = _ARGS_WHOLE
+                it.args_mode = ARGS_WHOLE
                 it.args_raw.append(fragment)
 
     def _reasoning(self, it: _Item, source: int, part: int, text: str, out: list[bytes]) -> None:
@@ -602,9 +392,9 @@ class ResponsesStreamTranslator:
 
     def _complete(self, it: _Item, out: list[bytes], final: OutputItem | None) -> None:
         """The upstream finished ``it`` (``final`` = its finished form, if known)."""
-        if it.finished or it.state == _DONE:
+        if it.finished or it.state == DONE:
             return
-        if it.kind == _TEXT:
+        if it.kind == TEXT:
             if not it.saw_delta and isinstance(final, MessageItem):
                 text, refusal = message_text(final)
                 self._refusal = self._refusal or refusal
@@ -616,15 +406,15 @@ class ResponsesStreamTranslator:
                 tail = it.scanner.flush()
                 if tail:
                     self._push(it, tail, out)
-        elif it.kind == _TOOL:
+        elif it.kind == TOOL:
             arguments: str | None = None
             if isinstance(final, FunctionCallItem):
                 it.call_id = it.call_id or final.call_id
                 it.name = it.name or final.name
                 arguments = final.arguments
-            if it.args_mode == _ARGS_FIRST:
+            if it.args_mode == ARGS_FIRST:
                 self._push(it, tool_input_json(arguments), out)
-            elif it.args_mode == _ARGS_WHOLE:
+            elif it.args_mode == ARGS_WHOLE:
                 whole = arguments if arguments is not None else "".join(it.args_raw)
                 self._push(it, tool_input_json(whole), out)
         else:
@@ -657,8 +447,8 @@ def _on_text_delta(self: ResponsesStreamTranslator, ev: OutputTextDelta, out: li
         return  # text blocks open on the first non-empty delta (§10 item 6)
     it = self._find(ev.output_index, ev.item_id)
     if it is None:
-        it = self._register(_TEXT, ev.output_index, ev.item_id)  # never announced
-    if it.kind == _TEXT and it.state != _DONE:
+        it = self._register(TEXT, ev.output_index, ev.item_id)  # never announced
+    if it.kind == TEXT and it.state != DONE:
         self._text(it, delta, out)
 
 
@@ -667,8 +457,8 @@ def _on_refusal_delta(self: ResponsesStreamTranslator, ev: RefusalDelta, out: li
         return
     it = self._find(ev.output_index, ev.item_id)
     if it is None:
-        it = self._register(_TEXT, ev.output_index, ev.item_id)
-    if it.kind == _TEXT and it.state != _DONE:
+        it = self._register(TEXT, ev.output_index, ev.item_id)
+    if it.kind == TEXT and it.state != DONE:
         self._refusal = True
         self._text(it, ev.delta, out)
 
@@ -686,8 +476,8 @@ def _on_args_delta(
     it = self._find(ev.output_index, ev.item_id)
     if it is None:
         # Arguments for a call never announced: buffer until its name is known.
-        it = self._register(_TOOL, ev.output_index, ev.item_id)
-    if it.kind == _TOOL and it.state != _DONE:
+        it = self._register(TOOL, ev.output_index, ev.item_id)
+    if it.kind == TOOL and it.state != DONE:
         self._args(it, ev.delta, out)
 
 
@@ -697,40 +487,33 @@ def _on_args_done(
     # The arguments are complete here; output_item.done adds nothing for a function call, so
     # finishing now lets waiting items go sooner.
     it = self._find(ev.output_index, ev.item_id)
-    if it is None or it.kind != _TOOL or it.state == _DONE:
+    if it is None or it.kind != TOOL or it.state == DONE:
         return
-    if it.name is None or (ev.arguments is None and it.args_mode != _ARGS_LIVE):
+    if it.name is None or (ev.arguments is None and it.args_mode != ARGS_LIVE):
         # The name (a call never announced) or the arguments (absent here) come with
         # output_item.done; keep what this event has.
-        if it.args_mode != _ARGS_LIVE and ev.arguments is not None:
+        if it.args_mode != ARGS_LIVE and ev.arguments is not None:
             it.args_raw = [ev.arguments]
-            it.args_mode = _ARGS_WHOLE
+            it.args_mode = ARGS_WHOLE
         return
     self._complete(it, out, FunctionCallItem(id=it.item_id, arguments=ev.arguments))
 
 
-def _on_summary_delta(
-    self: ResponsesStreamTranslator, ev: ReasoningSummaryTextDelta, out: list[bytes]
+def _on_reasoning_delta(
+    self: ResponsesStreamTranslator,
+    ev: ReasoningSummaryTextDelta | ReasoningTextDelta,
+    out: list[bytes],
 ) -> None:
     if not self._thinking or not ev.delta:
         return
     it = self._find(ev.output_index, ev.item_id)
     if it is None:
-        it = self._register(_THINK, ev.output_index, ev.item_id)
-    if it.kind == _THINK and it.state != _DONE:
-        self._reasoning(it, _SUMMARY, ev.summary_index, ev.delta, out)
-
-
-def _on_reasoning_text_delta(
-    self: ResponsesStreamTranslator, ev: ReasoningTextDelta, out: list[bytes]
-) -> None:
-    if not self._thinking or not ev.delta:
-        return
-    it = self._find(ev.output_index, ev.item_id)
-    if it is None:
-        it = self._register(_THINK, ev.output_index, ev.item_id)
-    if it.kind == _THINK and it.state != _DONE:
-        self._reasoning(it, _RAW, ev.content_index, ev.delta, out)
+        it = self._register(THINK, ev.output_index, ev.item_id)
+    if it.kind == THINK and it.state != DONE:
+        if isinstance(ev, ReasoningSummaryTextDelta):
+            self._reasoning(it, _SUMMARY, ev.summary_index, ev.delta, out)
+        else:
+            self._reasoning(it, _RAW, ev.content_index, ev.delta, out)
 
 
 def _decode_or_fail(
@@ -739,7 +522,7 @@ def _decode_or_fail(
     try:
         return decode_item(raw)
     except msgspec.DecodeError as exc:
-        self._fail(APIError(f"upstream sent an invalid output item: {_short(str(exc))}"), out)
+        self._fail(invalid_event("output item", str(exc)), out)
         return None
 
 
@@ -748,7 +531,7 @@ def _on_item_added(self: ResponsesStreamTranslator, ev: OutputItemAdded, out: li
     if item is None or (isinstance(item, ReasoningItem) and not self._thinking):
         return  # hosted-tool items, or reasoning with thinking off: ignored (§6)
     it = self._item_for(item, ev.output_index)
-    if it.kind == _TOOL and it.state == _IDLE and not it.finished and it.name is not None:
+    if it.kind == TOOL and it.state == IDLE and not it.finished and it.name is not None:
         # Start the tool_use block at once, so the client sees the tool name early.
         if self._claim(it, out):
             self._open_block(it, out)
@@ -802,8 +585,8 @@ def _build_handlers() -> dict[type, _Handler]:
         RefusalDelta: _on_refusal_delta,
         FunctionCallArgumentsDelta: _on_args_delta,
         FunctionCallArgumentsDone: _on_args_done,
-        ReasoningSummaryTextDelta: _on_summary_delta,
-        ReasoningTextDelta: _on_reasoning_text_delta,
+        ReasoningSummaryTextDelta: _on_reasoning_delta,
+        ReasoningTextDelta: _on_reasoning_delta,
         OutputItemAdded: _on_item_added,
         OutputItemDone: _on_item_done,
         ResponseCompleted: _on_completed,
@@ -835,7 +618,3 @@ def _decode_items(raws: list[msgspec.Raw] | None) -> list[OutputItem]:
         if item is not None:
             items.append(item)
     return items
-
-
-def _short(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
