@@ -310,3 +310,20 @@ async def test_stop_sequence_non_streamed(
     msg = await sdk.messages.create(**body(False, stop_sequences=["STOP"]))
     assert msg.content[0].text == "Hello world. "  # type: ignore[union-attr]
     assert (msg.stop_reason, msg.stop_sequence) == ("stop_sequence", "STOP")
+
+
+@pytest.mark.parametrize("code", ["bio_policy", "misalignment_policy_violation"])
+async def test_policy_failure_ends_as_refusal(
+    sdk: anthropic.AsyncAnthropic, upstream: Upstream, code: str
+) -> None:
+    # protocol.md §9.11: a policy stop is the model declining, not an error to retry
+    upstream.mock.enqueue(Script(items=[Text("I started")], end="failed", error_code=code))
+    async with sdk.messages.stream(**{k: v for k, v in body().items() if k != "stream"}) as s:
+        streamed = await s.get_final_message()
+    upstream.mock.enqueue(Script(items=[Text("I started")], end="failed", error_code=code))
+    plain = await sdk.messages.create(**body(False))
+    for msg in (streamed, plain):
+        assert msg.stop_reason == "refusal"
+        assert [b.model_dump() for b in msg.content] == [
+            {"type": "text", "text": "I started", "citations": None}
+        ]

@@ -125,6 +125,11 @@ class Signer:
 # stop_reason (§9.6) and usage (§9.7)
 
 
+#: ``response.failed`` codes that are the model declining on policy grounds: the answer ends
+#: with ``stop_reason: "refusal"`` rather than an error a client would retry (protocol.md §9.11).
+POLICY_REFUSAL_CODES: Final = frozenset({"bio_policy", "misalignment_policy_violation"})
+
+
 def stop_reason(
     *,
     incomplete_reason: str | None = None,

@@ -44,6 +44,7 @@ from ..schemas.openai_responses import (
     decode_item,
 )
 from .common import (
+    POLICY_REFUSAL_CODES,
     Signer,
     estimate_tokens,
     message_id,
@@ -222,13 +223,14 @@ def from_responses(
     except msgspec.DecodeError as exc:
         raise invalid_response(str(exc)) from None
     status = resp.status
-    if status == "failed" or (status is None and resp.error is not None):
+    policy = resp.error is not None and resp.error.code in POLICY_REFUSAL_CODES
+    if (status == "failed" or (status is None and resp.error is not None)) and not policy:
         raise failure_error(resp.error)
     if status in ("cancelled", "queued", "in_progress"):
         raise invalid_response(f"status {status}")
 
     content: list[OutBlock] = []
-    refusal = False
+    refusal = policy
     tool_use = False
     matched: str | None = None
     chars = 0

@@ -52,7 +52,7 @@ from ..schemas.openai_responses import (
     decode_untyped_error,
 )
 from ..sse import SSEEvent
-from .common import stop_reason
+from .common import POLICY_REFUSAL_CODES, stop_reason
 from .content import DELTA_END, block_start_frame, block_stop_frame, signature_delta_frame
 from .from_responses import (
     failure_error,
@@ -553,7 +553,12 @@ def _on_completed(
 
 
 def _on_failed(self: ResponsesStreamTranslator, ev: ResponseFailed, out: list[bytes]) -> None:
-    self._fail(failure_error(ev.response.error), out)
+    error = ev.response.error
+    if error is not None and error.code in POLICY_REFUSAL_CODES:
+        self._refusal = True
+        self._terminal(ev.response, out)
+        return
+    self._fail(failure_error(error), out)
 
 
 def _on_error(self: ResponsesStreamTranslator, ev: ErrorEvent, out: list[bytes]) -> None:
