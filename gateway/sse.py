@@ -156,9 +156,15 @@ class SSEDecoder:
 
     def _check_pending(self) -> None:
         """Raise SSEError if the pending partial line takes the event over the cap."""
-        size = self._size + len(self._pending)
-        if self._at_start and self._pending.startswith(_BOM):
-            size -= 3  # the BOM is not part of the line, so it does not count here either
+        pending = self._pending
+        size = self._size + len(pending)
+        if self._at_start:
+            # The BOM is not part of the line, so it does not count here either; nor does the
+            # start of one whose last bytes are still to come.
+            if pending.startswith(_BOM):
+                size -= 3
+            elif _BOM.startswith(pending):
+                size -= len(pending)
         if size > self._max:
             self._reset()
             raise SSEError(self._max, size)

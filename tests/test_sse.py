@@ -801,3 +801,11 @@ def test_property_encode_event_round_trip(name: str, payload: object, step: int)
     assert events[0].event == name
     assert orjson.loads(events[0].data) == payload
     assert events[0].data.encode() == orjson.dumps(payload)
+
+
+def test_bom_split_across_chunks_does_not_count_against_the_cap() -> None:
+    # found by hypothesis: a BOM arriving in pieces must not trip a 1-byte cap
+    decoder = SSEDecoder(max_event_bytes=1)
+    assert decoder.feed(b"\xef\xbb") == []
+    assert decoder.feed(b"\xbf") == []
+    assert decoder.finish() == []
