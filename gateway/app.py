@@ -148,6 +148,8 @@ def create_app(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=t.connect),
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
+            # Upstream APIs set no cookies we want, and filtering a jar costs per request.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         app[UPSTREAM] = UpstreamClient(session, settings.timeouts, settings.retries)
         app[COUNTER] = TokenCounter(app[UPSTREAM])
