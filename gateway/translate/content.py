@@ -1,16 +1,13 @@
-"""Dialect-neutral helpers shared by the Responses and the Chat Completions translators.
+"""Dialect-neutral request helpers shared by the Responses and the Chat Completions translators.
 
-Pure: imports neither aiohttp nor asyncio. Two halves, one per direction:
-
-* Request side (``to_responses``, ``to_chat``): everything that reads the Anthropic request
-  and answers a question both upstream dialects ask the same way: the system text without
-  Claude Code's billing header, the effort a request reasons with, which tool choice it makes,
-  how a tool's input, a search result or a tool reference reads as text, and how images and
-  documents become content parts. The parts themselves are dialect-specific, so they are
-  built through a :class:`PartMaker` (protocol.md §9.4: ``input_image`` / ``input_file`` for
-  Responses, ``image_url`` / ``file`` for Chat Completions).
-* Stream side (``stream_responses``, ``stream_chat``): the Anthropic frames every stream
-  translator writes (protocol.md §3.3), as precomputed byte prefixes for the hot path.
+Pure: imports neither aiohttp nor asyncio. Used by ``to_responses`` and ``to_chat``:
+everything that reads the Anthropic request and answers a question both upstream dialects ask
+the same way: the system text without Claude Code's billing header, the effort a request
+reasons with, which tool choice it makes, how a tool's input, a search result or a tool
+reference reads as text, and how images and documents become content parts. The parts
+themselves are dialect-specific, so they are built through a :class:`PartMaker` (protocol.md
+§9.4: ``input_image`` / ``input_file`` for Responses, ``image_url`` / ``file`` for Chat
+Completions). The Anthropic frames the stream translators write are in :mod:`.frames`.
 """
 
 from __future__ import annotations
@@ -32,7 +29,6 @@ from ..schemas.anthropic import (
     Message,
     MessagesRequest,
     SearchResultBlock,
-    StopReason,
     TextBlock,
     TextSource,
     ToolChoiceAny,
@@ -43,38 +39,24 @@ from ..schemas.anthropic import (
     ToolResultBlock,
     ToolUseBlock,
     URLSource,
-    Usage,
 )
 from ..settings import Route
-from ..sse import encode_event
 from .tool_schema import upstream_tool_name
 
 __all__ = [
     "BILLING_HEADER_PREFIX",
-    "DELTA_END",
-    "DELTA_HEAD",
-    "DELTA_KIND",
     "EMPTY_OUTPUT",
-    "MESSAGE_STOP_FRAME",
     "NO_RESULT",
-    "PING_FRAME",
-    "SIGNATURE_KIND",
-    "STOP_HEAD",
     "TOOL_ERROR_PREFIX",
     "PartMaker",
     "ToolChoicePlan",
-    "block_start_frame",
-    "block_stop_frame",
     "document_parts",
     "image_url",
     "is_custom_tool",
-    "message_delta_frame",
-    "message_start_frame",
     "output_schema",
     "search_result_text",
     "session_id_from",
     "sha_hex",
-    "signature_delta_frame",
     "system_message_texts",
     "system_text",
     "thinking_effort",
@@ -426,82 +408,3 @@ def tool_result_parts(
         else:
             output.insert(0, parts.text(TOOL_ERROR_PREFIX.rstrip()))
     return output
-
-
-# ---------------------------------------------------------------------------------------------
-# Anthropic stream frames (protocol.md §3.1, §3.3). Deltas are built as prefix +
-# orjson.dumps(fragment) + DELTA_END: the bytes equal orjson.dumps of the whole payload,
-# without building a dict per event (hot path).
-
-PING_FRAME: Final = b'event: ping\ndata: {"type":"ping"}\n\n'
-MESSAGE_STOP_FRAME: Final = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
-DELTA_HEAD: Final = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
-DELTA_END: Final = b"}}\n\n"
-STOP_HEAD: Final = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":'
-#: The delta kinds after ``DELTA_HEAD + index``: text, tool input, thinking (in that order).
-DELTA_KIND: Final = (
-    b',"delta":{"type":"text_delta","text":',
-    b',"delta":{"type":"input_json_delta","partial_json":',
-    b',"delta":{"type":"thinking_delta","thinking":',
-)
-SIGNATURE_KIND: Final = b',"delta":{"type":"signature_delta","signature":'
-
-
-def message_start_frame(message_id: str, model: str, input_tokens: int) -> bytes:
-    """``message_start`` with empty content and provisional usage: the SDK accumulator needs
-    ``usage`` (§3.4 item 2); the real numbers follow in message_delta, which overwrites them
-    (§10 item 7)."""
-    return encode_event(
-        "message_start",
-        {
-            "type": "message_start",
-            "message": {
-                "id": message_id,
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": {
-                    "input_tokens": input_tokens,
-                    "output_tokens": 0,
-                    "cache_creation_input_tokens": 0,
-                    "cache_read_input_tokens": 0,
-                },
-            },
-        },
-    )
-
-
-def message_delta_frame(reason: StopReason, stop_sequence: str | None, usage: Usage) -> bytes:
-    """``message_delta`` with the final stop_reason and cumulative usage (§3.3)."""
-    return encode_event(
-        "message_delta",
-        {
-            "type": "message_delta",
-            "delta": {"stop_reason": reason, "stop_sequence": stop_sequence},
-            "usage": {
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "cache_creation_input_tokens": usage.cache_creation_input_tokens,
-                "cache_read_input_tokens": usage.cache_read_input_tokens,
-            },
-        },
-    )
-
-
-def block_start_frame(index: int, block: dict[str, Any]) -> bytes:
-    return encode_event(
-        "content_block_start",
-        {"type": "content_block_start", "index": index, "content_block": block},
-    )
-
-
-def block_stop_frame(index: int) -> bytes:
-    return STOP_HEAD + str(index).encode() + b"}\n\n"
-
-
-def signature_delta_frame(index: int, signature: str) -> bytes:
-    """The ``signature_delta`` that precedes a thinking block's stop (§3.2)."""
-    return DELTA_HEAD + str(index).encode() + SIGNATURE_KIND + orjson.dumps(signature) + DELTA_END

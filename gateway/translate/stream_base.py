@@ -31,7 +31,7 @@ from ..schemas.anthropic import StopReason, Usage
 from ..sse import SSEEvent, encode_frame
 from .common import Signer, estimate_tokens, tool_use_id_from_upstream
 from .common import message_id as new_message_id
-from .content import (
+from .frames import (
     DELTA_END,
     DELTA_HEAD,
     DELTA_KIND,

@@ -43,7 +43,7 @@ import orjson
 from ..errors import APIError
 from ..schemas.openai_chat import CHUNK_DECODER, ChunkChoice, Delta, FunctionFragment
 from ..sse import SSEEvent
-from .content import DELTA_END
+from .frames import DELTA_END
 from .from_chat import chat_error, chat_stop_reason, chat_usage, content_text, server_stop_sequence
 from .from_responses import tool_input_json
 from .stop_sequences import StopSequenceScanner

@@ -1,0 +1,106 @@
+"""The Anthropic Messages SSE frames every stream translator writes (protocol.md §3.1, §3.3).
+
+Pure: imports neither aiohttp nor asyncio. Shared by :mod:`.stream_base`,
+:mod:`.stream_responses` and :mod:`.stream_chat`; the hot-path deltas are precomputed byte
+prefixes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+
+from ..schemas.anthropic import StopReason, Usage
+from ..sse import encode_event
+
+__all__ = [
+    "DELTA_END",
+    "DELTA_HEAD",
+    "DELTA_KIND",
+    "MESSAGE_STOP_FRAME",
+    "PING_FRAME",
+    "SIGNATURE_KIND",
+    "STOP_HEAD",
+    "block_start_frame",
+    "block_stop_frame",
+    "message_delta_frame",
+    "message_start_frame",
+    "signature_delta_frame",
+]
+
+# Deltas are built as prefix + orjson.dumps(fragment) + DELTA_END: the bytes equal orjson.dumps
+# of the whole payload, without building a dict per event (hot path).
+
+PING_FRAME: Final = b'event: ping\ndata: {"type":"ping"}\n\n'
+MESSAGE_STOP_FRAME: Final = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+DELTA_HEAD: Final = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+DELTA_END: Final = b"}}\n\n"
+STOP_HEAD: Final = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":'
+#: The delta kinds after ``DELTA_HEAD + index``: text, tool input, thinking (in that order).
+DELTA_KIND: Final = (
+    b',"delta":{"type":"text_delta","text":',
+    b',"delta":{"type":"input_json_delta","partial_json":',
+    b',"delta":{"type":"thinking_delta","thinking":',
+)
+SIGNATURE_KIND: Final = b',"delta":{"type":"signature_delta","signature":'
+
+
+def message_start_frame(message_id: str, model: str, input_tokens: int) -> bytes:
+    """``message_start`` with empty content and provisional usage: the SDK accumulator needs
+    ``usage`` (§3.4 item 2); the real numbers follow in message_delta, which overwrites them
+    (§10 item 7)."""
+    return encode_event(
+        "message_start",
+        {
+            "type": "message_start",
+            "message": {
+                "id": message_id,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": input_tokens,
+                    "output_tokens": 0,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                },
+            },
+        },
+    )
+
+
+def message_delta_frame(reason: StopReason, stop_sequence: str | None, usage: Usage) -> bytes:
+    """``message_delta`` with the final stop_reason and cumulative usage (§3.3)."""
+    return encode_event(
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": reason, "stop_sequence": stop_sequence},
+            "usage": {
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cache_creation_input_tokens": usage.cache_creation_input_tokens,
+                "cache_read_input_tokens": usage.cache_read_input_tokens,
+            },
+        },
+    )
+
+
+def block_start_frame(index: int, block: dict[str, Any]) -> bytes:
+    return encode_event(
+        "content_block_start",
+        {"type": "content_block_start", "index": index, "content_block": block},
+    )
+
+
+def block_stop_frame(index: int) -> bytes:
+    return STOP_HEAD + str(index).encode() + b"}\n\n"
+
+
+def signature_delta_frame(index: int, signature: str) -> bytes:
+    """The ``signature_delta`` that precedes a thinking block's stop (§3.2)."""
+    return DELTA_HEAD + str(index).encode() + SIGNATURE_KIND + orjson.dumps(signature) + DELTA_END
