@@ -23,7 +23,6 @@ from typing import Any
 import msgspec
 import orjson
 import pytest
-from anthropic.lib.streaming._messages import accumulate_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,7 +32,16 @@ from gateway.translate import common
 from gateway.translate.common import Signer
 from gateway.translate.from_chat import from_chat
 from gateway.translate.stream_chat import ChatStreamTranslator
-from tests.anthropic_grammar import check_stream, parse_frames
+from tests.anthropic_grammar import check_stream
+from tests.stream_support import (
+    BLOCK_KEYS,
+    Events,
+    accumulate,
+    events_of,
+    run_translator,
+    split_at,
+    usage_tuple,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "chat_streams"
 CORPUS = Path(os.environ.get("GATEWAY_CORPUS", "/work/shared/corpus"))
@@ -41,8 +49,6 @@ SIGNER = Signer(b"golden-signing-key-0123456789")
 REGEN = os.environ.get("REGEN_GOLDENS") == "1"
 MSG_ID = "msg_golden"
 REQ_ID = "req_golden"
-
-Events = list[tuple[str, dict[str, Any]]]
 
 
 @pytest.fixture(autouse=True)
@@ -80,59 +86,15 @@ def translate(
     kw.setdefault("message_id", MSG_ID)
     kw.setdefault("request_id", REQ_ID)
     tr = ChatStreamTranslator(**kw)
-    decoder = SSEDecoder()
-    frames: list[bytes] = []
-    for chunk in chunks if chunks is not None else [body]:
-        for ev in decoder.feed(chunk):
-            frames += tr.feed(ev)
-    for ev in decoder.finish():
-        frames += tr.feed(ev)
-    frames += tr.finish()
-    return frames, tr
-
-
-def events_of(frames: list[bytes]) -> Events:
-    return parse_frames(b"".join(frames))
-
-
-def split_at(body: bytes, points: Iterable[int]) -> list[bytes]:
-    bounds = [0, *sorted(points), len(body)]
-    return [body[a:b] for a, b in itertools.pairwise(bounds)]
-
-
-def accumulate(events: Events) -> Any:
-    """The official SDK accumulator over our output (protocol.md §3.4)."""
-    snapshot = None
-    bufs: dict[int, bytes] = {}
-    for name, data in events:
-        if name in ("ping", "error"):
-            continue
-        snapshot = accumulate_event(event=data, current_snapshot=snapshot, json_bufs=bufs)
-    return snapshot
-
-
-_BLOCK_KEYS = {
-    "text": ("type", "text"),
-    "tool_use": ("type", "id", "name", "input"),
-    "thinking": ("type", "thinking", "signature"),
-}
+    return run_translator(tr, body, chunks), tr
 
 
 def blocks(content: list[Any]) -> list[dict[str, Any]]:
     out = []
     for block in content:
         doc = block if isinstance(block, dict) else block.model_dump()
-        out.append({k: doc[k] for k in _BLOCK_KEYS[doc["type"]]})
+        out.append({k: doc[k] for k in BLOCK_KEYS[doc["type"]]})
     return out
-
-
-def usage_tuple(u: Any) -> tuple[int, int, int, int]:
-    return (
-        u.input_tokens,
-        u.output_tokens,
-        u.cache_creation_input_tokens,
-        u.cache_read_input_tokens,
-    )
 
 
 def assert_equivalent(json_body: bytes, events: Events, *, compare_usage: bool, **kw: Any) -> None:

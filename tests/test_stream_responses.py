@@ -22,7 +22,6 @@ import httpx2 as httpx
 import msgspec
 import orjson
 import pytest
-from anthropic.lib.streaming._messages import accumulate_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +31,14 @@ from gateway.translate.common import Signer
 from gateway.translate.from_responses import from_responses
 from gateway.translate.stream_responses import ResponsesStreamTranslator
 from tests.anthropic_grammar import check_stream, parse_frames
+from tests.stream_support import (
+    BLOCK_KEYS,
+    Events,
+    accumulate,
+    events_of,
+    run_translator,
+    split_at,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "responses_streams"
 CORPUS = Path("/work/shared/corpus")
@@ -39,8 +46,6 @@ SIGNER = Signer(b"golden-signing-key-0123456789")
 REGEN = os.environ.get("REGEN_GOLDENS") == "1"
 MSG_ID = "msg_golden"
 REQ_ID = "req_golden"
-
-Events = list[tuple[str, dict[str, Any]]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,43 +62,7 @@ def translate(
     kw.setdefault("message_id", MSG_ID)
     kw.setdefault("request_id", REQ_ID)
     tr = ResponsesStreamTranslator(**kw)
-    decoder = SSEDecoder()
-    frames: list[bytes] = []
-    for chunk in chunks if chunks is not None else [body]:
-        for ev in decoder.feed(chunk):
-            frames += tr.feed(ev)
-    for ev in decoder.finish():
-        frames += tr.feed(ev)
-    frames += tr.finish()
-    return frames, tr
-
-
-def events_of(frames: list[bytes]) -> Events:
-    return parse_frames(b"".join(frames))
-
-
-def split_at(body: bytes, points: Iterable[int]) -> list[bytes]:
-    bounds = [0, *sorted(points), len(body)]
-    return [body[a:b] for a, b in itertools.pairwise(bounds)]
-
-
-def accumulate(events: Events) -> Any:
-    """The official SDK accumulator over our output (protocol.md §3.4)."""
-    snapshot = None
-    bufs: dict[int, bytes] = {}
-    for name, data in events:
-        if name in ("ping", "error"):
-            continue
-        snapshot = accumulate_event(event=data, current_snapshot=snapshot, json_bufs=bufs)
-    return snapshot
-
-
-_BLOCK_KEYS = {
-    "text": ("type", "text"),
-    "tool_use": ("type", "id", "name", "input"),
-    "thinking": ("type", "thinking", "signature"),
-    "redacted_thinking": ("type", "data"),
-}
+    return run_translator(tr, body, chunks), tr
 
 
 def blocks(content: list[Any], *, signed_ids_only: bool = False) -> list[dict[str, Any]]:
@@ -103,7 +72,7 @@ def blocks(content: list[Any], *, signed_ids_only: bool = False) -> list[dict[st
     out = []
     for block in content:
         doc = block if isinstance(block, dict) else block.model_dump()
-        doc = {k: doc[k] for k in _BLOCK_KEYS[doc["type"]]}
+        doc = {k: doc[k] for k in BLOCK_KEYS[doc["type"]]}
         if signed_ids_only:
             for key in ("signature", "data"):
                 if key in doc:

@@ -1,0 +1,67 @@
+"""Helpers shared by the stream translator suites (Responses and Chat dialects)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from typing import Any
+
+from anthropic.lib.streaming._messages import accumulate_event
+
+from gateway.relay import StreamTranslator
+from gateway.sse import SSEDecoder
+from tests.anthropic_grammar import parse_frames
+
+Events = list[tuple[str, dict[str, Any]]]
+
+#: the fields of each accumulated block type that a comparison looks at
+BLOCK_KEYS: dict[str, tuple[str, ...]] = {
+    "text": ("type", "text"),
+    "tool_use": ("type", "id", "name", "input"),
+    "thinking": ("type", "thinking", "signature"),
+    "redacted_thinking": ("type", "data"),
+}
+
+
+def run_translator(
+    tr: StreamTranslator, body: bytes, chunks: Iterable[bytes] | None = None
+) -> list[bytes]:
+    """Feed ``body`` (optionally pre-split) through SSEDecoder + ``tr``, then EOF."""
+    decoder = SSEDecoder()
+    frames: list[bytes] = []
+    for chunk in chunks if chunks is not None else [body]:
+        for ev in decoder.feed(chunk):
+            frames += tr.feed(ev)
+    for ev in decoder.finish():
+        frames += tr.feed(ev)
+    frames += tr.finish()
+    return frames
+
+
+def events_of(frames: list[bytes]) -> Events:
+    return parse_frames(b"".join(frames))
+
+
+def split_at(body: bytes, points: Iterable[int]) -> list[bytes]:
+    bounds = [0, *sorted(points), len(body)]
+    return [body[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def accumulate(events: Events) -> Any:
+    """The official SDK accumulator over our output (protocol.md §3.4)."""
+    snapshot = None
+    bufs: dict[int, bytes] = {}
+    for name, data in events:
+        if name in ("ping", "error"):
+            continue
+        snapshot = accumulate_event(event=data, current_snapshot=snapshot, json_bufs=bufs)
+    return snapshot
+
+
+def usage_tuple(u: Any) -> tuple[int, int, int, int]:
+    return (
+        u.input_tokens,
+        u.output_tokens,
+        u.cache_creation_input_tokens,
+        u.cache_read_input_tokens,
+    )
