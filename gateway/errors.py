@@ -30,6 +30,7 @@ __all__ = [
     "from_upstream",
     "from_upstream_failure",
     "scrub",
+    "split_validation_error",
 ]
 
 
@@ -122,6 +123,13 @@ class GatewayTimeoutError(GatewayError):
 class OverloadedError(GatewayError):
     status = 529
     error_type = "overloaded_error"
+
+
+def split_validation_error(text: str) -> tuple[str, str | None]:
+    """msgspec's ``"Expected `int`, got `str` - at `$.max_tokens`"`` → (message, JSON path);
+    the path is None when msgspec gave none."""
+    message, sep, where = text.rpartition(" - at `")
+    return (message, where.rstrip("`")) if sep else (text, None)
 
 
 def error_body(err: GatewayError, request_id: str | None) -> bytes:

@@ -14,7 +14,12 @@ import msgspec
 import orjson
 from aiohttp import web
 
-from .errors import GatewayTimeoutError, InvalidRequestError, RequestTooLargeError
+from .errors import (
+    GatewayTimeoutError,
+    InvalidRequestError,
+    RequestTooLargeError,
+    split_validation_error,
+)
 from .keys import COUNTER, METRICS, ROUTER, SETTINGS, SIGNER, STREAMS, UPSTREAM
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .middleware import CTX_KEY, RequestContext
@@ -63,12 +68,9 @@ DIALECTS: Final[dict[str, Dialect]] = {
 
 
 def _validation_message(exc: msgspec.ValidationError) -> str:
-    # msgspec says "Expected `int`, got `str` - at `$.max_tokens`"; lead with the path.
-    text = str(exc)
-    msg, sep, where = text.rpartition(" - at `")
-    if sep:
-        return f"{where.rstrip('`')}: {msg}"
-    return text
+    # Lead with the path, as Anthropic's own messages do.
+    msg, path = split_validation_error(str(exc))
+    return msg if path is None else f"{path}: {msg}"
 
 
 def decode_request(body: bytes, decoder: msgspec.json.Decoder[Any] = REQUEST_DECODER) -> Any:

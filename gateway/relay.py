@@ -34,6 +34,8 @@ class StreamTranslator(Protocol):
     def stop_reason(self) -> str | None: ...
     @property
     def frames_out(self) -> int: ...
+    @property
+    def error(self) -> GatewayError | None: ...
 
     def feed(self, event: SSEEvent) -> list[bytes]: ...
     def finish(self) -> list[bytes]: ...
@@ -216,8 +218,8 @@ async def relay(
             frames = translator.fail(failure)
             if frames:
                 await write(b"".join(frames))
-        err = getattr(translator, "error", None)
-        if isinstance(err, GatewayError):
+        err = translator.error
+        if err is not None:
             ctx.error_type = err.error_type
             if ctx.outcome == "completed":
                 ctx.outcome = "upstream_error"

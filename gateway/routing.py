@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .errors import NotFoundError
-from .settings import Route, Settings, glob_match, resolve_routes, route_patterns
+from .settings import Route, Settings, glob_match, resolve_routes
 
 _CACHE_LIMIT = 4096
 
@@ -15,7 +15,6 @@ class Router:
 
     def __init__(self, settings: Settings, env: Mapping[str, str] | None = None) -> None:
         self.routes: list[Route] = resolve_routes(settings, env)
-        self._patterns = route_patterns(settings)
         self._cache: dict[str, Route] = {}
 
     def resolve(self, model: str) -> Route:
@@ -24,8 +23,8 @@ class Router:
         if route is not None:
             return route
         name = model.lower()
-        for route, patterns in zip(self.routes, self._patterns, strict=True):
-            if any(glob_match(name, p) for p in patterns):
+        for route in self.routes:
+            if any(glob_match(name, p) for p in route.patterns):
                 if len(self._cache) < _CACHE_LIMIT:
                     self._cache[model] = route
                 return route

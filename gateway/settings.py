@@ -19,6 +19,8 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from .errors import split_validation_error
+
 DEFAULT_OPENAI_BASE_URL: Final = "https://api.openai.com/v1"
 DEFAULT_BIG_MODEL: Final = "gpt-5"
 DEFAULT_SMALL_MODEL: Final = "gpt-5-mini"
@@ -154,6 +156,8 @@ class Route(Struct, kw_only=True, frozen=True):
     api_key: Secret | None
     headers: Mapping[str, str]
     upstream_model: str
+    #: lower-cased exact names / globs of the client model names this route serves
+    patterns: tuple[str, ...] = ()
     max_output_tokens: int | None = None
     reasoning: bool = True
     sampling: bool = False
@@ -269,20 +273,18 @@ def load_settings(
     try:
         settings = msgspec.convert(doc, Settings, strict=True)
     except msgspec.ValidationError as exc:
-        msg = str(exc)
-        where = msg.rsplit(" - at `", 1)
-        if len(where) == 2:
-            jsonpath = where[1].rstrip("`")
-            unknown = re.match(r"Object contains unknown field `(.+)`$", where[0])
-            if unknown:
-                # Name the misspelt key itself, not the table holding it.
-                name = f"{jsonpath[2:]}.{unknown.group(1)}".lstrip(".")
-                raise SettingsError(f"bad setting {name}: unknown key") from None
-            name = jsonpath[2:] or "(top level)"
-            value = _get_path(doc, jsonpath)
-            shown = "" if value is None else f" = {value!r}"
-            raise SettingsError(f"bad setting {name}{shown}: {where[0]}") from None
-        raise SettingsError(f"bad settings: {msg}") from None
+        msg, jsonpath = split_validation_error(str(exc))
+        if jsonpath is None:
+            raise SettingsError(f"bad settings: {msg}") from None
+        unknown = re.match(r"Object contains unknown field `(.+)`$", msg)
+        if unknown:
+            # Name the misspelt key itself, not the table holding it.
+            name = f"{jsonpath[2:]}.{unknown.group(1)}".lstrip(".")
+            raise SettingsError(f"bad setting {name}: unknown key") from None
+        name = jsonpath[2:] or "(top level)"
+        value = _get_path(doc, jsonpath)
+        shown = "" if value is None else f" = {value!r}"
+        raise SettingsError(f"bad setting {name}{shown}: {msg}") from None
     _check(settings)
     return settings
 
@@ -320,6 +322,7 @@ def resolve_routes(settings: Settings, env: Mapping[str, str] | None = None) -> 
                 api_key=Secret(key) if key else None,
                 headers=dict(up.headers),
                 upstream_model=model,
+                patterns=tuple(p.lower() for p in rs.match),
                 max_output_tokens=rs.max_output_tokens,
                 reasoning=rs.reasoning,
                 sampling=rs.sampling,
@@ -334,11 +337,6 @@ def resolve_routes(settings: Settings, env: Mapping[str, str] | None = None) -> 
             )
         )
     return out
-
-
-def route_patterns(settings: Settings) -> list[list[str]]:
-    """The match patterns of each route, parallel to ``resolve_routes``."""
-    return [[p.lower() for p in rs.match] for rs in settings.routes or default_routes()]
 
 
 def glob_match(name: str, pattern: str) -> bool:
