@@ -57,6 +57,10 @@ ALLOWED_FIELDS: Final = frozenset(
     }
 )
 
+#: Longest string a log field holds; longer ones (a client's model name or path can be
+#: megabytes) are cut and end with "…" (issue 10 item 7).
+MAX_FIELD_CHARS: Final = 200
+
 #: correlation id of the request being handled, for log lines written below the middleware
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 
@@ -97,7 +101,12 @@ def log_event(event: str, level: int = logging.INFO, /, **fields: Any) -> None:
     target = access_logger if event.startswith("request") else logger
     if not target.isEnabledFor(level):
         return
-    safe = {k: v for k, v in fields.items() if k in ALLOWED_FIELDS and v is not None}
+    safe: dict[str, Any] = {}
+    for k, v in fields.items():
+        if k in ALLOWED_FIELDS and v is not None:
+            if type(v) is str and len(v) > MAX_FIELD_CHARS:
+                v = v[:MAX_FIELD_CHARS] + "…"
+            safe[k] = v
     if "id" not in safe:
         cid = correlation_id.get()
         if cid is not None:

@@ -8,6 +8,9 @@ from .errors import NotFoundError
 from .settings import Route, Settings, glob_match, resolve_routes
 
 _CACHE_LIMIT = 4096
+#: Longer model names are resolved every time rather than cached (issue 10 item 6): 4096
+#: names of at most this length bound the cache at ~1 MB.
+_MAX_CACHED_NAME = 256
 
 
 class Router:
@@ -25,7 +28,7 @@ class Router:
         name = model.lower()
         for route in self.routes:
             if any(glob_match(name, p) for p in route.patterns):
-                if len(self._cache) < _CACHE_LIMIT:
+                if len(self._cache) < _CACHE_LIMIT and len(model) <= _MAX_CACHED_NAME:
                     self._cache[model] = route
                 return route
         raise NotFoundError(f"model: no route is configured for {model[:200]!r}")

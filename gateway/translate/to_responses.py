@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from ..cache import BoundedCache
 from ..schemas.anthropic import (
     DocumentBlock,
     ImageBlock,
@@ -377,8 +378,11 @@ class _Input:
         }
 
 
-_SIGNATURE_CACHE_MAX: Final = 512
-_signature_cache: dict[tuple[Signer, str], tuple[str, str | None] | None] = {}
+# Bounded by bytes too (issue 10 item 6): a token and its decoded form cost about twice its
+# length, and a forged token can be megabytes.
+_signature_cache: Final[BoundedCache[tuple[Signer, str], tuple[str, str | None] | None]] = (
+    BoundedCache(max_entries=512, max_bytes=16 * 1024 * 1024, max_entry_bytes=1024 * 1024)
+)
 
 
 def _decode_signature(signer: Signer, token: str) -> tuple[str, str | None] | None:
@@ -386,14 +390,11 @@ def _decode_signature(signer: Signer, token: str) -> tuple[str, str | None] | No
     thinking blocks, and the HMAC check dominated translation time without the cache. Keyed
     by the signer object itself (held, so its id is never reused) and the exact token."""
     key = (signer, token)
-    try:
-        return _signature_cache[key]
-    except KeyError:
-        pass
+    hit = _signature_cache.get(key)
+    if hit is not None:
+        return hit[0]
     decoded = signer.decode(token)
-    if len(_signature_cache) >= _SIGNATURE_CACHE_MAX:
-        del _signature_cache[next(iter(_signature_cache))]
-    _signature_cache[key] = decoded
+    _signature_cache.put(key, decoded, 2 * len(token))
     return decoded
 
 

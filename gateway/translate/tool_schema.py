@@ -21,6 +21,8 @@ from typing import Any, Final
 
 import orjson
 
+from ..cache import BoundedCache
+
 __all__ = ["ALLOWED_FORMATS", "clean_schema", "upstream_tool_name"]
 
 #: ``format`` values OpenAI accepts in function schemas; any other is removed (WebFetch's "uri").
@@ -41,8 +43,11 @@ _SCHEMA_MAPS: Final = frozenset(
 # Unicode property escapes are not supported by OpenAI's regex dialect.
 _UNICODE_PROPERTY: Final = re.compile(r"\\[pP]\{")
 
-_CACHE_MAX: Final = 1024
-_cache: dict[bytes, dict[str, Any]] = {}
+# Bounded by bytes as well as entries (issue 10 item 6): the key is the schema's JSON and the
+# cleaned copy costs about as much again. Claude Code's whole tool list is ~60 KB.
+_cache: Final[BoundedCache[bytes, dict[str, Any]]] = BoundedCache(
+    max_entries=1024, max_bytes=16 * 1024 * 1024, max_entry_bytes=1024 * 1024
+)
 
 
 def clean_schema(schema: dict[str, Any] | None) -> dict[str, Any]:
@@ -70,12 +75,9 @@ def clean_schema(schema: dict[str, Any] | None) -> dict[str, Any]:
         return _clean_root(schema)
     hit = _cache.get(key)
     if hit is not None:
-        return hit
+        return hit[0]
     cleaned = _clean_root(schema)
-    if len(_cache) >= _CACHE_MAX:
-        # Drop the oldest entry (dicts keep insertion order): a cheap bounded FIFO.
-        del _cache[next(iter(_cache))]
-    _cache[key] = cleaned
+    _cache.put(key, cleaned, 2 * len(key))
     return cleaned
 
 
@@ -119,8 +121,18 @@ _MAX_NAME: Final = 64
 _HASH_LEN: Final = 8
 
 
-@functools.lru_cache(maxsize=4096)
+#: Names longer than this are mapped on every call instead of memoised (issue 10 item 6).
+_MAX_CACHED_NAME: Final = 256
+
+
 def upstream_tool_name(name: str) -> str:
+    """The function name sent upstream for the client tool ``name`` (see ``_upstream_name``)."""
+    if len(name) <= _MAX_CACHED_NAME:
+        return _cached_upstream_name(name)
+    return _upstream_name(name)
+
+
+def _upstream_name(name: str) -> str:
     """The function name sent upstream for the client tool ``name``.
 
     Valid names pass unchanged. Others get every character outside ``[a-zA-Z0-9_-]`` replaced
@@ -133,3 +145,6 @@ def upstream_tool_name(name: str) -> str:
     digest = hashlib.sha256(name.encode()).hexdigest()[:_HASH_LEN]
     prefix = _NAME_BAD.sub("_", name)[: _MAX_NAME - _HASH_LEN - 1]
     return f"{prefix}_{digest}"
+
+
+_cached_upstream_name: Final = functools.lru_cache(maxsize=4096)(_upstream_name)
