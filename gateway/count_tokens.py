@@ -47,7 +47,18 @@ _PER_TOOL: Final = 8
 _IMAGE: Final = 765
 _PDF_BYTES_PER_TOKEN: Final = 12
 
+#: The tokenizer refuses inputs of 1,000,000 characters and more, and any input of more than
+#: 200,000 tokens; a character is at most 4 tokens (one per UTF-8 byte), so pieces of this many
+#: characters are always accepted (issue 10 item 8).
+PIECE_CHARS: Final = 40_000
+#: How far back from a piece's end a cut looks for whitespace, so words are not split.
+_CUT_WINDOW: Final = 1_000
+
 _encoder: Callable[[str], int] | None = None
+
+
+def _estimate(text: str) -> int:
+    return (len(text) + 3) // 4  # ≈4 characters a token
 
 
 def _token_counter() -> Callable[[str], int]:
@@ -61,12 +72,34 @@ def _token_counter() -> Callable[[str], int]:
             enc = bpe_openai.get_encoding("o200k_base")
 
             def count(text: str) -> int:
-                return len(enc.encode_ordinary(text))
+                try:
+                    return len(enc.encode_ordinary(text))
+                except ValueError:  # past a limit of the tokenizer's own: estimate honestly
+                    return _estimate(text)
 
             _encoder = count
-        except Exception:  # no tokenizer package: ≈4 characters a token
-            _encoder = lambda text: (len(text) + 3) // 4  # noqa: E731
+        except Exception:  # no tokenizer package
+            _encoder = _estimate
     return _encoder
+
+
+def count_text(text: str) -> int:
+    """Tokens in ``text`` of any length: counted in pieces cut at whitespace."""
+    count = _token_counter()
+    if len(text) <= PIECE_CHARS:
+        return count(text)
+    total = 0
+    start = 0
+    end = len(text)
+    while start < end:
+        cut = min(start + PIECE_CHARS, end)
+        if cut < end:
+            space = text.rfind(" ", cut - _CUT_WINDOW, cut)
+            if space > start:
+                cut = space  # the space starts the next piece, as o200k's pre-tokenizer has it
+        total += count(text[start:cut])
+        start = cut
+    return total
 
 
 def _collect(value: Any, texts: list[str]) -> int:
@@ -115,18 +148,23 @@ def local_count(payload: dict[str, Any]) -> int:
     for tool in payload.get("tools") or ():
         extra += _PER_TOOL
         texts.append(msgspec.json.encode(tool).decode())
-    return _token_counter()("\n".join(texts)) + extra
+    return count_text("\n".join(texts)) + extra
 
 
 class TokenCounter:
-    """Counts with the upstream, caching results and coalescing identical concurrent calls."""
+    """Counts with the upstream, caching results and coalescing identical concurrent calls.
+
+    A coalesced count runs in a task of its own and every caller awaits it through
+    ``asyncio.shield``: the first caller hanging up cancels only its own wait, never the count
+    the others are waiting for (issue 10 item 12).
+    """
 
     def __init__(self, upstream: UpstreamClient, *, size: int = 2048, ttl: float = 600.0) -> None:
         self.upstream = upstream
         self.size = size
         self.ttl = ttl
         self._cache: OrderedDict[bytes, tuple[float, int]] = OrderedDict()
-        self._inflight: dict[bytes, asyncio.Future[int]] = {}
+        self._inflight: dict[bytes, asyncio.Task[int]] = {}
         self.upstream_calls = 0
 
     async def count(self, payload: dict[str, Any], route: Route, ctx: RequestContext) -> int:
@@ -137,24 +175,22 @@ class TokenCounter:
         if hit is not None and now - hit[0] < self.ttl:
             self._cache.move_to_end(key)
             return hit[1]
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = fut
-        try:
-            n = await self._count(body, payload, route, ctx)
-            self._cache[key] = (time.monotonic(), n)
-            if len(self._cache) > self.size:
-                self._cache.popitem(last=False)
-            fut.set_result(n)
-            return n
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        finally:
-            del self._inflight[key]
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._count(body, payload, route, ctx))
+            self._inflight[key] = task
+            task.add_done_callback(lambda t: self._settle(key, t))
+        return await asyncio.shield(task)
+
+    def _settle(self, key: bytes, task: asyncio.Task[int]) -> None:
+        del self._inflight[key]
+        if task.cancelled():
+            return
+        if task.exception() is not None:  # retrieved here: every waiter re-raises it
+            return
+        self._cache[key] = (time.monotonic(), task.result())
+        if len(self._cache) > self.size:
+            self._cache.popitem(last=False)
 
     async def _count(
         self, body: bytes, payload: dict[str, Any], route: Route, ctx: RequestContext

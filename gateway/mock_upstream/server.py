@@ -69,6 +69,8 @@ class MockUpstream:
         self.max_recorded = max_recorded
         self.requests: list[RecordedRequest] = []
         self.closed_streams = 0
+        #: seconds ``/v1/responses/input_tokens`` waits before answering (coalescing tests)
+        self.input_tokens_delay = 0.0
         self._open_streams = 0
         self._queue: deque[Script] = deque()
         self._counter = itertools.count(1)
@@ -171,6 +173,8 @@ class MockUpstream:
             return refused
         if not isinstance(body, dict):
             return self._bad_json()
+        if self.input_tokens_delay:
+            await asyncio.sleep(self.input_tokens_delay)
         return self._json(
             200, b'{"object":"response.input_tokens","input_tokens":%d}' % (len(raw) // 4)
         )
