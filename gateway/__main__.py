@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.server.log_level)
     if settings.mock:
         print(BANNER, file=sys.stderr, flush=True)
-    from .app import api_keys_from, create_app
+    from .app import SHUTDOWN_FLUSH, api_keys_from, create_app
 
     host, port = settings.server.host, settings.server.port
     if not _is_loopback(host) and not api_keys_from(env):
@@ -134,9 +134,9 @@ def main(argv: list[str] | None = None) -> None:
         access_log=None,
         handler_cancellation=True,
         print=None,
-        # on_shutdown gives streams `shutdown_grace` seconds, then ends them with an error
-        # event; this is how long aiohttp then waits for their handlers to write it.
-        shutdown_timeout=settings.server.shutdown_grace + 5.0,
+        # on_shutdown gives requests `shutdown_grace` seconds, then ends them all; this is how
+        # long aiohttp then waits for their handlers to write their last bytes.
+        shutdown_timeout=SHUTDOWN_FLUSH,
     )
 
 

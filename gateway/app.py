@@ -17,23 +17,22 @@ import msgspec
 from aiohttp import web
 
 from .count_tokens import TokenCounter
-from .errors import OverloadedError
 from .handlers import add_routes
 from .keys import (
     COUNTER,
     IN_FLIGHT,
+    LIFECYCLE,
     METRICS,
     MOCK_URL,
     ROUTER,
     SETTINGS,
     SIGNER,
-    STREAMS,
     UPSTREAM,
 )
+from .lifecycle import Lifecycle
 from .logs import log_event
 from .metrics import Metrics
 from .middleware import InFlight, make_middleware
-from .relay import Watchdog
 from .routing import Router
 from .settings import Settings, UpstreamSettings
 from .translate.common import Signer
@@ -84,19 +83,26 @@ def api_keys_from(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(keys)
 
 
-async def _drain_streams(app: web.Application) -> None:
-    """Graceful shutdown (issue 5): the listening sockets are closed already; give open streams
-    ``shutdown_grace`` seconds, then end the rest with a retryable ``overloaded_error`` event."""
-    streams = app[STREAMS]
+#: Seconds aiohttp gives handlers to finish after ``on_shutdown`` (``shutdown_timeout``). By then
+#: ``_drain`` has ended every stream and waiting request, so this only covers writing their last
+#: bytes; aiohttp waits it out at most twice, so SIGTERM ends the process within
+#: ``shutdown_grace`` + ~2 × this (issue 10 item 2; systemd's TimeoutStopSec is 45 s).
+SHUTDOWN_FLUSH = 2.0
+
+
+async def _drain(app: web.Application) -> None:
+    """Graceful shutdown (issue 5): the listening sockets are closed already; give requests in
+    flight ``shutdown_grace`` seconds, then end the rest at once (``Lifecycle.end_all``)."""
+    life = app[LIFECYCLE]
+    in_flight = app[IN_FLIGHT]
     grace = app[SETTINGS].server.shutdown_grace
     loop = asyncio.get_running_loop()
     end = loop.time() + grace
-    while streams and (left := end - loop.time()) > 0:  # noqa: ASYNC110 - a shutdown-time poll
+    while in_flight.active and (left := end - loop.time()) > 0:  # noqa: ASYNC110 - shutdown poll
         await asyncio.sleep(min(0.05, left))
-    if streams:
-        log_event("shutdown_ending_streams", count=len(streams))
-    for watchdog in list(streams):
-        watchdog.abort(OverloadedError("the gateway is shutting down; retry"), "shutdown")
+    ended = life.end_all()
+    if ended:
+        log_event("shutdown_ending_requests", count=ended)
 
 
 def create_app(
@@ -107,18 +113,21 @@ def create_app(
 ) -> web.Application:
     """Build the gateway application. ``env`` defaults to ``os.environ`` (keys, signing key)."""
     env = dict(os.environ if env is None else env)
-    in_flight = InFlight(settings.server.max_in_flight)
-    streams: set[Watchdog] = set()
-    metrics = Metrics(in_flight=lambda: in_flight.value, open_streams=lambda: len(streams))
-    app = web.Application(
-        middlewares=[make_middleware(api_keys_from(env), in_flight, metrics.observe)],
-        client_max_size=settings.server.max_body_bytes,
+    in_flight = InFlight(settings.server.max_in_flight, settings.server.max_receiving)
+    life = Lifecycle()
+    metrics = Metrics(in_flight=lambda: in_flight.value, open_streams=lambda: len(life.streams))
+    middleware = make_middleware(
+        api_keys_from(env),
+        in_flight,
+        metrics.observe,
+        send_timeout=settings.timeouts.client_send,
     )
+    app = web.Application(middlewares=[middleware], client_max_size=settings.server.max_body_bytes)
     app[SETTINGS] = settings
     app[IN_FLIGHT] = in_flight
-    app[STREAMS] = streams
+    app[LIFECYCLE] = life
     app[METRICS] = metrics
-    app.on_shutdown.append(_drain_streams)
+    app.on_shutdown.append(_drain)
     app[SIGNER] = Signer(signing_key or load_signing_key(env))
     add_routes(app)
 
@@ -151,7 +160,12 @@ def create_app(
             # Upstream APIs set no cookies we want, and filtering a jar costs per request.
             cookie_jar=aiohttp.DummyCookieJar(),
         )
-        app[UPSTREAM] = UpstreamClient(session, settings.timeouts, settings.retries)
+        app[UPSTREAM] = UpstreamClient(
+            session,
+            settings.timeouts,
+            settings.retries,
+            max_body_bytes=settings.server.max_upstream_body_bytes,
+        )
         app[COUNTER] = TokenCounter(app[UPSTREAM])
         try:
             yield

@@ -17,6 +17,7 @@ import orjson
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "BadGatewayError",
     "BillingError",
     "GatewayError",
     "GatewayTimeoutError",
@@ -25,6 +26,7 @@ __all__ = [
     "OverloadedError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RequestTimeoutError",
     "RequestTooLargeError",
     "error_body",
     "from_upstream",
@@ -100,6 +102,13 @@ class NotFoundError(GatewayError):
     error_type = "not_found_error"
 
 
+class RequestTimeoutError(GatewayError):
+    """The client did not send its whole request in time (the SDKs retry a 408)."""
+
+    status = 408
+    error_type = "timeout_error"
+
+
 class RequestTooLargeError(GatewayError):
     status = 413
     error_type = "request_too_large"
@@ -113,6 +122,13 @@ class RateLimitError(GatewayError):
 class APIError(GatewayError):
     status = 500
     error_type = "api_error"
+
+
+class BadGatewayError(APIError):
+    """The upstream answered, but not with an answer: a redirect, a body past its size cap,
+    a 200 that holds no response (issue 10)."""
+
+    status = 502
 
 
 class GatewayTimeoutError(GatewayError):

@@ -8,9 +8,9 @@ from typing import Final
 from aiohttp import web
 
 from .count_tokens import TokenCounter
+from .lifecycle import Lifecycle
 from .metrics import Metrics
 from .middleware import InFlight
-from .relay import Watchdog
 from .routing import Router
 from .settings import Settings
 from .translate.common import Signer
@@ -23,7 +23,7 @@ UPSTREAM: Final = web.AppKey("upstream", UpstreamClient)
 COUNTER: Final = web.AppKey("token_counter", TokenCounter)
 METRICS: Final = web.AppKey("metrics", Metrics)
 IN_FLIGHT: Final = web.AppKey("in_flight", InFlight)
-#: the watchdogs of the streams open now (graceful shutdown ends them)
-STREAMS: Final = web.AppKey("streams", set[Watchdog])
+#: open streams and waiting requests (graceful shutdown ends them)
+LIFECYCLE: Final = web.AppKey("lifecycle", Lifecycle)
 #: base URL of the in-process mock upstream, when the gateway serves from it
 MOCK_URL: Final = web.AppKey("mock_url", str)

@@ -56,9 +56,17 @@ class ServerSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     #: /v1/messages* requests handled at once; more get 529 overloaded_error + retry-after.
     #: 0 = no limit
     max_in_flight: Annotated[int, Meta(ge=0)] = 4096
-    #: on SIGTERM/SIGINT, seconds in-flight streams may take to finish before they are ended
-    #: with an overloaded_error event
+    #: requests whose bodies are still arriving; more get 529 overloaded_error. A request
+    #: takes an in-flight slot only once its whole body is in. 0 = no limit
+    max_receiving: Annotated[int, Meta(ge=0)] = 1024
+    #: on SIGTERM/SIGINT, seconds in-flight requests may take to finish before streams are
+    #: ended with an overloaded_error event and waiting requests answered 529
     shutdown_grace: Annotated[float, Meta(ge=0)] = 30.0
+    #: JSON values (array elements, object members, containers) one request body may hold,
+    #: counted before it is decoded: the decoded form costs ~75 bytes and ~0.1 µs per value
+    max_json_values: Annotated[int, Meta(ge=1000)] = 1_000_000
+    #: largest non-streamed upstream answer, after decompression (bytes); beyond it 502
+    max_upstream_body_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024 * 1024
 
 
 class TimeoutSettings(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -69,6 +77,10 @@ class TimeoutSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     idle: Seconds = 300.0
     #: cap on one whole request; 0 = none (long generations must not be cut by a default)
     total: Annotated[float, Meta(ge=0)] = 0.0
+    #: receiving a whole request body from the client (408 timeout_error beyond it)
+    client_body: Seconds = 60.0
+    #: one write to the client making no progress (a client that stopped reading is cut)
+    client_send: Seconds = 30.0
 
 
 class RetrySettings(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -191,12 +203,15 @@ ENV_OVERRIDES: Final[dict[str, tuple[str, ...]]] = {
     "GATEWAY_MAX_BODY_BYTES": ("server", "max_body_bytes"),
     "GATEWAY_MAX_IN_FLIGHT": ("server", "max_in_flight"),
     "GATEWAY_SHUTDOWN_GRACE": ("server", "shutdown_grace"),
+    "GATEWAY_MAX_RECEIVING": ("server", "max_receiving"),
     "GATEWAY_BIG_MODEL": ("models", "big"),
     "GATEWAY_SMALL_MODEL": ("models", "small"),
     "GATEWAY_CONNECT_TIMEOUT": ("timeouts", "connect"),
     "GATEWAY_HEADERS_TIMEOUT": ("timeouts", "headers"),
     "GATEWAY_IDLE_TIMEOUT": ("timeouts", "idle"),
     "GATEWAY_TOTAL_TIMEOUT": ("timeouts", "total"),
+    "GATEWAY_CLIENT_BODY_TIMEOUT": ("timeouts", "client_body"),
+    "GATEWAY_CLIENT_SEND_TIMEOUT": ("timeouts", "client_send"),
     "GATEWAY_MAX_ATTEMPTS": ("retries", "max_attempts"),
     "OPENAI_BASE_URL": ("upstreams", "default", "base_url"),
     "GATEWAY_MOCK": ("mock",),

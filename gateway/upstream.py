@@ -19,6 +19,7 @@ from yarl import URL
 
 from .errors import (
     APIError,
+    BadGatewayError,
     BillingError,
     GatewayError,
     GatewayTimeoutError,
@@ -59,10 +60,13 @@ class UpstreamClient:
         session: aiohttp.ClientSession,
         timeouts: TimeoutSettings,
         retries: RetrySettings,
+        *,
+        max_body_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.session = session
         self.timeouts = timeouts
         self.retries = retries
+        self.max_body_bytes = max_body_bytes
         self._headers: dict[str, CIMultiDict[str]] = {}
         # Parsed once per (route, path): yarl parsing a URL string costs more per request
         # than everything else we do before the upstream call.
@@ -105,11 +109,21 @@ class UpstreamClient:
             delay_headers: Mapping[str, str] = {}
             try:
                 async with asyncio.timeout(self.timeouts.headers):
-                    resp = await self.session.post(url, data=body, headers=headers)
-            except TimeoutError:
+                    # Never follow a redirect: it would re-post the prompt and the upstream's
+                    # headers to whatever origin Location names (issue 10 item 4).
+                    resp = await self.session.post(
+                        url, data=body, headers=headers, allow_redirects=False
+                    )
+            except aiohttp.ConnectionTimeoutError:
+                # Nothing was sent: safe to retry.
                 err = GatewayTimeoutError(
-                    f"upstream sent no response headers within {self.timeouts.headers:g}s"
+                    f"could not connect to the upstream within {self.timeouts.connect:g}s"
                 )
+            except TimeoutError:
+                # The upstream may be working on it: retrying a POST could run it twice.
+                raise GatewayTimeoutError(
+                    f"upstream sent no response headers within {self.timeouts.headers:g}s"
+                ) from None
             except aiohttp.ClientConnectorError as exc:
                 err = APIError(f"upstream unreachable: {type(exc).__name__}")
             except (aiohttp.ClientError, OSError) as exc:
@@ -119,6 +133,9 @@ class UpstreamClient:
                 ctx.upstream_ms = round((time.perf_counter() - started) * 1000.0, 3)
                 if resp.status < 300:
                     return resp
+                if resp.status < 400:
+                    resp.close()
+                    raise _redirect_error(resp.status, url, resp.headers.get("Location"))
                 try:
                     async with asyncio.timeout(self.timeouts.headers):
                         data = await resp.content.read(_MAX_ERROR_BODY)
@@ -138,10 +155,23 @@ class UpstreamClient:
             await asyncio.sleep(delay)
 
     async def read_body(self, resp: aiohttp.ClientResponse) -> bytes:
-        """The whole body of a non-streaming answer, within the headers timeout."""
+        """The whole body of a non-streaming answer, within the headers timeout and at most
+        ``max_body_bytes`` once decompressed (issue 10 item 5). aiohttp inflates in bounded
+        steps as it is read, so a compressed bomb never costs more than the cap."""
+        limit = self.max_body_bytes
+        if resp.content_length is not None and resp.content_length > limit:
+            resp.close()
+            raise _too_large(limit)
+        chunks: list[bytes] = []
+        size = 0
         try:
             async with asyncio.timeout(self.timeouts.headers):
-                return await resp.read()
+                async for chunk in resp.content.iter_any():
+                    size += len(chunk)
+                    if size > limit:
+                        resp.close()
+                        raise _too_large(limit)
+                    chunks.append(chunk)
         except TimeoutError:
             raise GatewayTimeoutError(
                 f"upstream body not received within {self.timeouts.headers:g}s"
@@ -150,3 +180,28 @@ class UpstreamClient:
             raise APIError(f"upstream connection failed: {type(exc).__name__}") from None
         finally:
             resp.release()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(limit: int) -> BadGatewayError:
+    return BadGatewayError(
+        f"upstream answer exceeds {limit} bytes (server.max_upstream_body_bytes)"
+    )
+
+
+def _redirect_error(status: int, url: URL, location: str | None) -> BadGatewayError:
+    """A 3xx is an upstream error naming the status and both hosts; nothing is sent there."""
+    target = "no Location"
+    if location:
+        try:
+            loc = url.join(URL(location))
+            target = f"{loc.host}:{loc.port}" if loc.host else "an unparsable Location"
+        except ValueError:
+            target = "an unparsable Location"
+    shown = target[:200] if target.isprintable() else "an unprintable Location"
+    return BadGatewayError(
+        f"upstream {url.host}:{url.port} answered HTTP {status}, a redirect to {shown}; "
+        "the gateway never follows upstream redirects (check upstreams.*.base_url)",
+        upstream_status=status,
+        should_retry=False,
+    )

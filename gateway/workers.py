@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
-from .app import create_app, load_signing_key
+from .app import SHUTDOWN_FLUSH, create_app, load_signing_key
 from .logs import configure_logging, log_event
 from .settings import Settings
 
@@ -33,7 +33,7 @@ async def app_factory() -> web.AppRunner:
         access_log=None,
         # the client leaving cancels its handler, which closes the upstream request at once
         handler_cancellation=True,
-        shutdown_timeout=settings.server.shutdown_grace + 5.0,
+        shutdown_timeout=SHUTDOWN_FLUSH,
     )
 
 

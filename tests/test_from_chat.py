@@ -392,13 +392,21 @@ def test_translation(body: dict[str, Any], opts: dict[str, Any], expected: dict[
 @pytest.mark.parametrize(
     ("body", "kind", "message"),
     [
-        (b'{"choices": [', errors.APIError, "upstream returned an invalid response: "),
-        (b"[]", errors.APIError, "upstream returned an invalid response: Expected `object`"),
-        (b'{"choices": []}', errors.APIError, "upstream returned an invalid response: no choices"),
-        (b'{"object": "chat.completion"}', errors.APIError, "invalid response: no choices"),
+        (b'{"choices": [', errors.BadGatewayError, "upstream returned an invalid response: "),
+        (
+            b"[]",
+            errors.BadGatewayError,
+            "upstream returned an invalid response: Expected `object`",
+        ),
+        (b'{"choices": []}', errors.BadGatewayError, "upstream answered 200 without a response"),
+        (
+            b'{"object": "chat.completion"}',
+            errors.BadGatewayError,
+            "upstream answered 200 without a response",
+        ),
         (
             b'{"choices": [{"message": {"content": 5}}]}',
-            errors.APIError,
+            errors.BadGatewayError,
             "upstream returned an invalid response: Expected `str | array | null`",
         ),
         (
@@ -418,6 +426,7 @@ def test_errors(body: bytes, kind: type[errors.GatewayError], message: str) -> N
     with pytest.raises(kind) as info:
         translate(body)
     assert type(info.value) is kind
+    assert info.value.message.startswith(message)
     assert info.value.message.startswith(message) or message in info.value.message
 
 

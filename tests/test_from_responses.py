@@ -390,9 +390,9 @@ def test_error_envelope_with_200() -> None:
     ],
 )
 def test_invalid_body(body: bytes) -> None:
-    with pytest.raises(errors.APIError) as info:
+    with pytest.raises(errors.BadGatewayError) as info:
         translate(body)
-    assert type(info.value) is errors.APIError
+    assert info.value.status == 502
     assert info.value.message.startswith("upstream returned an invalid response: ")
     assert len(info.value.message) < 300
 

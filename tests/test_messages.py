@@ -375,8 +375,9 @@ async def test_malformed_upstream_body_is_api_error(
     status, _, body = await post(
         gateway, {"model": MODEL, "max_tokens": 10, "messages": [user("x")]}
     )
-    assert status == 500
+    assert status == 502
     assert body["error"]["type"] == "api_error"
+    assert body["error"]["message"].startswith("upstream returned an invalid response: ")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -42,6 +42,21 @@ def test_env_overrides_file(tmp_path: Path) -> None:
     assert s.timeouts.idle == 5.0
 
 
+def test_env_sets_the_client_bounds() -> None:
+    env = {
+        "GATEWAY_CLIENT_SEND_TIMEOUT": "2.5",
+        "GATEWAY_CLIENT_BODY_TIMEOUT": "7",
+        "GATEWAY_MAX_RECEIVING": "12",
+    }
+    s = load_settings(env=env)
+    assert (s.timeouts.client_send, s.timeouts.client_body) == (2.5, 7.0)
+    assert s.server.max_receiving == 12
+    defaults = load_settings(env={})
+    assert (defaults.timeouts.client_send, defaults.timeouts.client_body) == (30.0, 60.0)
+    assert defaults.server.max_json_values == 1_000_000
+    assert defaults.server.max_upstream_body_bytes == 64 * 1024 * 1024
+
+
 def test_gateway_config_env_names_the_file(tmp_path: Path) -> None:
     cfg = tmp_path / "g.toml"
     cfg.write_text("[server]\nport = 9001\n")

@@ -196,7 +196,8 @@ class Metadata(Struct, kw_only=True):
 
 class _Body(Struct, kw_only=True):
     model: Annotated[str, Meta(min_length=1)]
-    messages: Annotated[list[Message], Meta(min_length=1)]
+    #: Anthropic's own limit: "There is a limit of 100,000 messages in a single request."
+    messages: Annotated[list[Message], Meta(min_length=1, max_length=100_000)]
     system: str | list[TextBlock] | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None

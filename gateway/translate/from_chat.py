@@ -32,7 +32,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import GatewayError, from_upstream_failure
+from ..errors import BadGatewayError, GatewayError, from_upstream_failure
 from ..schemas.anthropic import (
     MessageResponse,
     OutBlock,
@@ -58,7 +58,13 @@ from .common import (
     tool_use_id_from_upstream,
     usage_from_chat,
 )
-from .from_responses import client_tool_name, failure_error, invalid_response, tool_input
+from .from_responses import (
+    NO_RESPONSE,
+    client_tool_name,
+    failure_error,
+    invalid_response,
+    tool_input,
+)
 from .stop_sequences import cut_at_stop_sequence
 
 __all__ = [
@@ -181,7 +187,7 @@ def from_chat(
     match and drop the tool calls after it (§9.8); usage stays the upstream's.
 
     Raises ``errors.from_upstream_failure(code, message)`` for a body that is an error object
-    (some servers answer 200 with one), and ``errors.APIError("upstream returned an invalid
+    (some servers answer 200 with one), and ``errors.BadGatewayError("upstream returned an invalid
     response: …")`` for a body that does not decode or has no choice.
     """
     try:
@@ -191,7 +197,7 @@ def from_chat(
     if not resp.choices:
         if resp.error is not None:
             raise chat_error(resp.error)
-        raise invalid_response("no choices")
+        raise BadGatewayError(NO_RESPONSE)
     choice = first_choice(resp.choices)
     message = choice.message or ChatMessage()
 

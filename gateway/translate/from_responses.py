@@ -25,7 +25,7 @@ from typing import Any, Final, Protocol
 import msgspec
 import orjson
 
-from ..errors import APIError, GatewayError, from_upstream_failure
+from ..errors import BadGatewayError, GatewayError, from_upstream_failure
 from ..schemas.anthropic import (
     MessageResponse,
     OutBlock,
@@ -55,6 +55,7 @@ from .common import (
 from .stop_sequences import cut_at_stop_sequence
 
 __all__ = [
+    "NO_RESPONSE",
     "ErrorObject",
     "client_tool_name",
     "clip",
@@ -189,9 +190,14 @@ def clip(reason: str) -> str:
     return reason if len(reason) <= _MAX_REASON else reason[:_MAX_REASON] + "…"
 
 
-def invalid_response(reason: str) -> APIError:
+def invalid_response(reason: str) -> BadGatewayError:
     """A body that does not decode, or is not a finished answer (``reason`` is clipped)."""
-    return APIError(f"upstream returned an invalid response: {clip(reason)}")
+    return BadGatewayError(f"upstream returned an invalid response: {clip(reason)}")
+
+
+#: A 200 whose body holds no answer at all (``{}``, no ``output`` / ``choices``): never an
+#: empty message (issue 10 item 10).
+NO_RESPONSE: Final = "upstream answered 200 without a response"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,7 +221,7 @@ def from_responses(
     stays the upstream's, which is what was generated and billed.
 
     Raises ``errors.from_upstream_failure(code, message)`` for ``status: failed`` and
-    ``errors.APIError("upstream returned an invalid response: …")`` for a body that does not
+    ``errors.BadGatewayError("upstream returned an invalid response: …")`` for a body that does not
     decode, or a response that is not finished (``cancelled``, ``queued``, ``in_progress``).
     """
     try:
@@ -228,6 +234,8 @@ def from_responses(
         raise failure_error(resp.error)
     if status in ("cancelled", "queued", "in_progress"):
         raise invalid_response(f"status {status}")
+    if resp.output is None and not policy:
+        raise BadGatewayError(NO_RESPONSE)
 
     content: list[OutBlock] = []
     refusal = policy

@@ -1,0 +1,44 @@
+"""What a graceful shutdown has to end: the streams open now and the requests still waiting.
+
+``server.shutdown_grace`` seconds after SIGTERM (issue 5), whatever is left is ended at once
+(issue 10 item 2): every open stream gets an ``overloaded_error`` event, or is cut when it is
+blocked writing to a client that stopped reading; every request still waiting (for its body,
+or for an upstream's headers or non-streamed body) has its deadline moved to now, and the
+handler answers 529 ``overloaded_error`` because ``stopping`` is set. Nothing is left for
+aiohttp's own shutdown to wait out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from .errors import OverloadedError
+from .relay import Watchdog
+
+SHUTTING_DOWN_MESSAGE = "the gateway is shutting down; retry"
+
+
+class Lifecycle:
+    __slots__ = ("stopping", "streams", "waits")
+
+    def __init__(self) -> None:
+        #: watchdogs of the streams open now
+        self.streams: set[Watchdog] = set()
+        #: deadlines of requests waiting on a body or an upstream (``asyncio.timeout`` objects)
+        self.waits: set[asyncio.Timeout] = set()
+        self.stopping = False
+
+    def shutting_down(self) -> OverloadedError:
+        return OverloadedError(SHUTTING_DOWN_MESSAGE, headers={"retry-after": "1"})
+
+    def end_all(self) -> int:
+        """End every open stream and waiting request now; returns how many there were."""
+        self.stopping = True
+        ended = len(self.streams) + len(self.waits)
+        for watchdog in list(self.streams):
+            watchdog.abort(self.shutting_down(), "shutdown")
+        now = asyncio.get_running_loop().time()
+        for wait in list(self.waits):
+            if not wait.expired():
+                wait.reschedule(now)
+        return ended
