@@ -935,6 +935,10 @@ async def test_default_directives(client: TestClient[Any, Any]) -> None:
     assert refused["output"][0]["content"][0]["type"] == "refusal"
     failed = await rstream(client, input="mock:fail")
     assert failed[-1]["type"] == "response.failed"
+    big = await rstream(client, input="mock:big=100000")
+    deltas = [e["delta"] for e in big if e["type"] == "response.output_text.delta"]
+    assert [len(d) for d in deltas] == [32768, 32768, 32768, 1696]
+    assert "".join(deltas) == "x" * 100_000
 
 
 async def test_default_max_tokens_truncation(client: TestClient[Any, Any]) -> None:

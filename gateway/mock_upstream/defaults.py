@@ -11,6 +11,8 @@ Without a queued script the answer is derived from the request (see ``default_sc
 * ``mock:reason``                       → reasoning item (summary + encrypted_content), then text
 * ``mock:refuse``                       → a refusal
 * ``mock:fail``                         → stream ends with ``response.failed`` / a Chat error chunk
+* ``mock:big=BYTES``                     → that many bytes of text in 32 KiB deltas (at most 64 MB;
+  more than every socket buffer between a gateway and a client that stopped reading)
 * otherwise                             → text ``"echo: " + user text``
 
 Answers longer (in words) than the request's ``max_output_tokens`` / ``max_completion_tokens`` /
@@ -46,6 +48,9 @@ MAX_DEFAULT_DELAY: Final = 600.0
 _CALL_RE: Final = re.compile(r"call tool ([A-Za-z0-9_.:-]+)")
 _STATUS_RE: Final = re.compile(r"mock:status=(\d{3})")
 _DELAY_RE: Final = re.compile(r"mock:delay=(\d+(?:\.\d+)?)")
+_BIG_RE: Final = re.compile(r"mock:big=(\d+)")
+MAX_BIG: Final = 64_000_000
+BIG_CHUNK: Final = 32 * 1024
 _JSON_DECODER: Final = json.JSONDecoder()
 
 
@@ -203,6 +208,10 @@ def default_script(api: Api, body: JSON) -> Script:
     elif "mock:fail" in text:
         script = _text_script("echo: " + text, limit)
         script.end = "failed"
+    elif (big := _BIG_RE.search(text)) is not None:
+        size = min(int(big.group(1)), MAX_BIG)
+        chunks = ["x" * BIG_CHUNK] * (size // BIG_CHUNK) + ["x" * (size % BIG_CHUNK)]
+        script = Script(items=[Text("".join(chunks), chunks=[c for c in chunks if c])])
     else:
         script = _text_script("echo: " + text, limit)
     if (delay := _DELAY_RE.search(text)) is not None:

@@ -4,7 +4,8 @@
 
 Starts the mock upstream and the gateway as separate processes, then drives them with a mix
 of streamed and non-streamed requests, upstream faults (503 overload retried into 529,
-429, ``response.failed``, malformed streams) and clients that hang up mid-stream. Reports
+429, ``response.failed``, malformed streams), clients that hang up mid-stream, clients that
+stop reading an 8 MB stream and clients that stop sending their body halfway. Reports
 requests served, answers by status / error type, the gateway's RSS at the start, every 10 s
 and at the end (it must stay flat), and what is left open at the end (client connections,
 open streams and in-flight requests from /metrics: all must be zero).
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+from yarl import URL
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -87,14 +89,64 @@ KINDS = [
     (6, "rate_limit_429", "mock:status=429", False, None),
     (6, "failed_mid_stream", "answer then mock:fail", True, None),
     (6, "malformed_stream", "mock:malformed", True, None),
+    # clients the gateway must cut (issue 10): one stops reading an 8 MB stream, one stops
+    # sending its body halfway
+    (1, "stuck_reader", "mock:big=8000000", True, None),
+    (1, "slow_body", "hello there", False, None),
 ]
+#: the gateway's client timeouts in the soak, short so that every stuck client is cut in it
+CLIENT_TIMEOUT = 2.0
+
+
+async def _raw_request(url: str, body: bytes, *, send: int, rcvbuf: int = 4096) -> socket.socket:
+    """Open a connection and send a POST whose first ``send`` body bytes only are written."""
+    u = URL(url)
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, (u.host, u.port))
+    head = (
+        f"POST {u.path} HTTP/1.1\r\nHost: {u.host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    await loop.sock_sendall(sock, head + body[:send])
+    return sock
+
+
+async def _misbehave(name: str, url: str, body: bytes) -> str:
+    """A stuck reader or a half-sent body; how the gateway ended it."""
+    loop = asyncio.get_running_loop()
+    sock = await _raw_request(url, body, send=len(body) if name == "stuck_reader" else 10)
+    try:
+        if name == "stuck_reader":
+            await asyncio.sleep(CLIENT_TIMEOUT * 2.5)  # not reading: buffers fill, then a cut
+        data = b""
+        async with asyncio.timeout(CLIENT_TIMEOUT * 3):
+            while chunk := await loop.sock_recv(sock, 1 << 20):
+                data += chunk
+                if name == "slow_body" and b"\r\n\r\n" in data:
+                    break
+    except (ConnectionResetError, BrokenPipeError):
+        return "cut by the gateway"
+    except TimeoutError:
+        return "NOT cut by the gateway"
+    finally:
+        sock.close()
+    if name == "slow_body":
+        return f"HTTP {data.split(b' ', 2)[1].decode()}" if data else "closed without answer"
+    return "closed by the gateway"
 
 
 async def one(
-    s: aiohttp.ClientSession, url: str, rng: random.Random, tally: collections.Counter[str]
+    s: aiohttp.ClientSession,
+    url: str,
+    rng: random.Random,
+    tally: collections.Counter[str],
+    kind: tuple[int, str, str, bool, int | None] | None = None,
 ) -> None:
     weights = [k[0] for k in KINDS]
-    _, name, prompt, stream, hang_up = rng.choices(KINDS, weights)[0]
+    _, name, prompt, stream, hang_up = kind or rng.choices(KINDS, weights)[0]
     body = orjson.dumps(
         {
             "model": rng.choice(["claude-sonnet-5-5", "claude-haiku-5-5"]),
@@ -103,6 +155,9 @@ async def one(
             "messages": [{"role": "user", "content": prompt}],
         }
     )
+    if name in ("stuck_reader", "slow_body"):
+        tally[f"{name}: {await _misbehave(name, url, body)}"] += 1
+        return
     try:
         async with s.post(url, data=body, headers={"content-type": "application/json"}) as r:
             if hang_up is not None and r.status == 200:
@@ -145,6 +200,8 @@ async def soak(minutes: float, concurrency: int) -> str:
         "GATEWAY_SIGNING_KEY": "soak-signing-key-0123456789abcdef",
         "GATEWAY_LOG_LEVEL": "warning",
         "GATEWAY_MAX_ATTEMPTS": "2",
+        "GATEWAY_CLIENT_SEND_TIMEOUT": str(CLIENT_TIMEOUT),
+        "GATEWAY_CLIENT_BODY_TIMEOUT": str(CLIENT_TIMEOUT),
     }
     gw = subprocess.Popen(  # noqa: ASYNC220
         [PY, "-m", "gateway", "--port", str(gw_port)],
@@ -164,10 +221,10 @@ async def soak(minutes: float, concurrency: int) -> str:
         async with aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=60)
         ) as s:
-            # warm-up, then the baseline RSS
-            await asyncio.gather(
-                *(one(s, base + "/v1/messages", rng, collections.Counter()) for _ in range(200))
-            )
+            # warm-up (every kind at least once), then the baseline RSS
+            warm: collections.Counter[str] = collections.Counter()
+            await asyncio.gather(*(one(s, base + "/v1/messages", rng, warm, k) for k in KINDS))
+            await asyncio.gather(*(one(s, base + "/v1/messages", rng, warm) for _ in range(200)))
             start_rss = rss_mb(gw.pid)
             samples.append((0.0, start_rss))
             t0 = time.monotonic()
@@ -213,10 +270,24 @@ async def soak(minutes: float, concurrency: int) -> str:
         "",
         f"RSS start → end: {start_rss:.1f} → {end_rss:.1f} MB ({end_rss - start_rss:+.1f} MB)",
         "",
+        _settled(samples),
+        "",
         f"Left open at the end: client connections {client_conns}, open streams "
         f"{open_streams:g}, in-flight requests {in_flight:g}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _settled(samples: list[tuple[float, float]]) -> str:
+    """RSS once the first 30 s are over: the first minutes raise the allocator's high-water
+    mark (several 8 MB streams at once); flat means it stays there."""
+    later = [mb for t, mb in samples if t >= 30]
+    if len(later) < 2:
+        return "Too short to judge RSS after the first 30 s."
+    return (
+        f"RSS after the first 30 s: {later[0]:.1f} → {later[-1]:.1f} MB "
+        f"({later[-1] - later[0]:+.1f} MB; highest {max(later):.1f} MB)"
+    )
 
 
 def _gauge(text: str, name: str) -> float:
