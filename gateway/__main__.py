@@ -1,6 +1,8 @@
-"""``python -m gateway``: parse flags, load settings, run the app.
+"""``python -m gateway``: check everything, then serve.
 
-A bad setting prints one line naming the key and value and exits with status 2.
+Any problem found before listening (a bad setting, a missing key, a port in use) prints one
+line and exits with status 2 (issue 11): the gateway never starts half-configured, and never
+serves fake answers unless asked to with ``--mock``.
 """
 
 from __future__ import annotations
@@ -8,50 +10,86 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Mapping
-
-import msgspec
-from aiohttp import web
 
 from . import __version__
 from .logs import configure_logging, log_event
-from .settings import DEFAULT_OPENAI_BASE_URL, Settings, SettingsError, load_settings
+from .startup import Startup, StartupError, bind_socket, check_port_free, describe, resolve_startup
 
 BANNER = """
 ************************************************************************
 *  messages-gateway is serving FAKE answers from its built-in mock      *
-*  upstream: no OPENAI_API_KEY is set. Export OPENAI_API_KEY (and       *
-*  optionally OPENAI_BASE_URL) and restart to reach a real model.       *
+*  upstream, because it was started with --mock (or GATEWAY_MOCK=1 or   *
+*  mock = true): every route is answered by the mock and no request     *
+*  leaves this machine. Start without it to reach your upstreams.       *
 ************************************************************************
+"""
+
+DESCRIPTION = """\
+The Anthropic Messages API (POST /v1/messages, streaming or not, tools, thinking, images) in
+front of OpenAI's Responses API or any Chat Completions server. Point a client at it with
+ANTHROPIC_BASE_URL=http://HOST:PORT.
+"""
+
+EPILOG = """\
+environment:
+  OPENAI_API_KEY          the upstream key of the default upstream (each upstream names its
+                          own variable with api_key_env; "" for servers that need none)
+  OPENAI_BASE_URL         base URL of the default upstream (https://api.openai.com/v1)
+  GATEWAY_CONFIG          TOML settings file (config/gateway.toml documents every key)
+  GATEWAY_API_KEYS        comma-separated keys clients must present (x-api-key or Bearer)
+  GATEWAY_API_KEYS_FILE   a file of such keys, one a line
+  GATEWAY_SIGNING_KEY     key(s) signing thinking blocks, comma-separated, newest first;
+                          share them across every process and machine serving one client
+  GATEWAY_MOCK=1          the same as --mock
+  GATEWAY_*               most settings: GATEWAY_PORT, GATEWAY_BIG_MODEL, ... (README)
+
+the mock:
+  --mock serves fake "echo:" answers from a built-in OpenAI-compatible mock upstream, for
+  trying the gateway without a key. Without --mock, a route whose upstream key is missing
+  stops start-up with a message naming the variable.
+
+exit status: 0 after a clean shutdown (SIGTERM / SIGINT), 2 for a problem found at start-up.
 """
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
-    p.add_argument("--config", help="TOML settings file (default: $GATEWAY_CONFIG)")
-    p.add_argument("--host", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="bind port (default 8082)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--mock", action="store_true", help="serve from the built-in mock upstream")
+    p = argparse.ArgumentParser(
+        prog="python -m gateway",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML settings file (default: $GATEWAY_CONFIG)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default 8082)")
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="JSON log lines on stderr from this level up (default info)",
+    )
+    p.add_argument(
+        "--mock",
+        action="store_true",
+        help="serve fake answers from the built-in mock upstream (no key needed)",
+    )
     p.add_argument(
         "--workers",
         type=int,
         default=1,
-        help="processes sharing the port (gunicorn's aiohttp worker manages them)",
+        metavar="N",
+        help="N processes sharing the port, managed by gunicorn (default 1)",
+    )
+    p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check settings, keys and the port, print what would be served, and exit",
     )
     p.add_argument("--version", action="version", version=f"messages-gateway {__version__}")
     return p.parse_args(argv)
-
-
-def needs_mock(settings: Settings, env: Mapping[str, str]) -> bool:
-    """True when a route would reach api.openai.com without a key: serve fake answers instead."""
-    for up in settings.upstreams.values():
-        if up.base_url.rstrip("/") == DEFAULT_OPENAI_BASE_URL and not (
-            up.api_key_env and env.get(up.api_key_env)
-        ):
-            return True
-    return False
 
 
 def _is_loopback(host: str) -> bool:
@@ -63,27 +101,18 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def resolve_settings(args: argparse.Namespace | None, env: Mapping[str, str]) -> Settings:
-    """Settings from file, environment and flags; switches to the mock when no key is set.
+def overrides_from(args: argparse.Namespace) -> dict[tuple[str, ...], object]:
+    return {
+        ("server", "host"): args.host,
+        ("server", "port"): args.port,
+        ("server", "log_level"): args.log_level,
+        ("mock",): True if args.mock else None,
+    }
 
-    Raises SystemExit(2) with one line on stderr for a bad setting.
-    """
-    overrides: dict[tuple[str, ...], object] = {}
-    if args is not None:
-        overrides = {
-            ("server", "host"): args.host,
-            ("server", "port"): args.port,
-            ("server", "log_level"): args.log_level,
-            ("mock",): True if args.mock else None,
-        }
-    try:
-        settings = load_settings(args.config if args else None, env, overrides)
-    except SettingsError as exc:
-        print(f"messages-gateway: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if not settings.mock and needs_mock(settings, env):
-        settings = msgspec.structs.replace(settings, mock=True)
-    return settings
+
+def fail(message: str) -> None:
+    print(f"messages-gateway: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
 
 def install_uvloop() -> bool:
@@ -95,23 +124,58 @@ def install_uvloop() -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    env = os.environ
-    settings = resolve_settings(args, env)
-    configure_logging(settings.server.log_level)
-    if settings.mock:
-        print(BANNER, file=sys.stderr, flush=True)
-    from .app import SHUTDOWN_FLUSH, api_keys_from, create_app
-
-    host, port = settings.server.host, settings.server.port
-    if not _is_loopback(host) and not api_keys_from(env):
+def _warn(startup: Startup, env: Mapping[str, str]) -> None:
+    host = startup.settings.server.host
+    if not _is_loopback(host) and not startup.api_keys:
         print(
             f"messages-gateway: WARNING: listening on {host} without "
             "GATEWAY_API_KEYS: anyone who can reach this port can spend your upstream key",
             file=sys.stderr,
             flush=True,
         )
+    if startup.signing.ephemeral:
+        print(
+            f"messages-gateway: WARNING: GATEWAY_SIGNING_KEY is unset and "
+            f"{startup.signing.source} cannot be written: thinking signatures use a key that "
+            "dies with this process (clients' earlier thinking is dropped after a restart). "
+            "Set GATEWAY_SIGNING_KEY.",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    env = os.environ
+    try:
+        startup = resolve_startup(
+            env,
+            config=args.config,
+            overrides=overrides_from(args),
+            create_signing_key=not args.check_config,
+        )
+        settings = startup.settings
+        host, port = settings.server.host, settings.server.port
+        if args.workers < 1:
+            raise StartupError(f"--workers {args.workers}: expected 1 or more")
+        if args.check_config:
+            check_port_free(host, port)
+            print("\n".join(describe(startup)))
+            print("messages-gateway: configuration OK")
+            return
+        sock = bind_socket(host, port) if args.workers == 1 else None
+        if sock is None:
+            check_port_free(host, port)
+    except StartupError as exc:
+        fail(str(exc))
+        return
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        return
+    configure_logging(settings.server.log_level)
+    if settings.mock:
+        print(BANNER, file=sys.stderr, flush=True)
+    _warn(startup, env)
     print(
         f"messages-gateway {__version__} listening on http://{host}:{port}"
         f"  (ANTHROPIC_BASE_URL=http://{host}:{port})"
@@ -119,25 +183,25 @@ def main(argv: list[str] | None = None) -> None:
         file=sys.stderr,
         flush=True,
     )
-    if args.workers > 1:
-        from .workers import run_workers
+    if sock is None:
+        # Every worker writes its metrics here, so that /metrics sums them (prometheus-client
+        # reads the variable when first imported: before the workers are forked).
+        metrics_dir = tempfile.mkdtemp(prefix="messages-gateway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        try:
+            from .workers import run_workers
 
-        run_workers(settings, args, args.workers)
+            run_workers(startup, args)
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         return
+    from .app import create_app, serve
+
     install_uvloop()
-    app = create_app(settings, env=env)
+    app = create_app(settings, env=env, signing_key=startup.signing.keys)
     log_event("gateway_started", host=host, port=port, mock=settings.mock, pid=os.getpid())
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        access_log=None,
-        handler_cancellation=True,
-        print=None,
-        # on_shutdown gives requests `shutdown_grace` seconds, then ends them all; this is how
-        # long aiohttp then waits for their handlers to write their last bytes.
-        shutdown_timeout=SHUTDOWN_FLUSH,
-    )
+    serve(app, sock)
+    log_event("gateway_stopped", pid=os.getpid())
 
 
 if __name__ == "__main__":

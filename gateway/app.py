@@ -7,10 +7,11 @@ mock upstream) is created in ``cleanup_ctx`` and closed there.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
-import secrets
-from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
+import signal
+import socket
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import aiohttp
 import msgspec
@@ -35,53 +36,9 @@ from .metrics import Metrics
 from .middleware import InFlight, make_middleware
 from .routing import Router
 from .settings import Settings, UpstreamSettings
+from .startup import api_keys_from, signing_keys
 from .translate.common import Signer
 from .upstream import UpstreamClient
-
-
-def state_dir(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "messages-gateway"
-
-
-def load_signing_key(env: Mapping[str, str]) -> bytes:
-    """The key that signs thinking blocks: ``GATEWAY_SIGNING_KEY``, else a per-install file.
-
-    Every process and machine serving one set of clients must share it (a thinking block
-    signed by one gateway is verified by the next turn's gateway).
-    """
-    given = env.get("GATEWAY_SIGNING_KEY")
-    if given:
-        return given.encode()
-    path = state_dir(env) / "signing.key"
-    try:
-        return path.read_bytes().strip()
-    except FileNotFoundError:
-        pass
-    key = secrets.token_hex(32).encode()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
-    except FileExistsError:
-        return path.read_bytes().strip()  # another worker won the race
-    except OSError:
-        pass  # read-only home: a per-process key still works within this process
-    return key
-
-
-def api_keys_from(env: Mapping[str, str]) -> tuple[str, ...]:
-    """Inbound gateway keys: ``GATEWAY_API_KEYS`` (comma-separated) and/or a key file."""
-    keys = [k.strip() for k in env.get("GATEWAY_API_KEYS", "").split(",") if k.strip()]
-    key_file = env.get("GATEWAY_API_KEYS_FILE")
-    if key_file:
-        for line in Path(key_file).read_text(encoding="utf-8").splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                keys.append(line)
-    return tuple(keys)
-
 
 #: Seconds aiohttp gives handlers to finish after ``on_shutdown`` (``shutdown_timeout``). By then
 #: ``_drain`` has ended every stream and waiting request, so this only covers writing their last
@@ -90,10 +47,60 @@ def api_keys_from(env: Mapping[str, str]) -> tuple[str, ...]:
 SHUTDOWN_FLUSH = 2.0
 
 
+class GatewayRunner(web.AppRunner):
+    """aiohttp's AppRunner, with a first step to its shutdown: /readyz turns 503 and the
+    gateway keeps serving, listening socket open, for ``server.drain_delay`` seconds, so that a
+    load balancer stops sending before connections close (issue 11 item 6)."""
+
+    async def cleanup(self) -> None:
+        app = self.app
+        life = app[LIFECYCLE]
+        if not life.draining:
+            life.draining = True
+            log_event("gateway_draining", logging.WARNING, count=app[IN_FLIGHT].active)
+            delay = app[SETTINGS].server.drain_delay
+            if delay:
+                await asyncio.sleep(delay)
+        await super().cleanup()
+
+
+def make_runner(app: web.Application) -> GatewayRunner:
+    return GatewayRunner(
+        app,
+        access_log=None,
+        # the client leaving cancels its handler, which closes the upstream request at once
+        handler_cancellation=True,
+        # on_shutdown gives requests `shutdown_grace` seconds, then ends them all; this is how
+        # long aiohttp then waits for their handlers to write their last bytes.
+        shutdown_timeout=SHUTDOWN_FLUSH,
+    )
+
+
+def serve(app: web.Application, sock: socket.socket) -> None:
+    """Serve ``app`` on the listening ``sock`` until SIGTERM/SIGINT, then shut down gracefully
+    (drain delay, grace, the rest ended) and return."""
+
+    async def main() -> None:
+        runner = make_runner(app)
+        await runner.setup()
+        try:
+            await web.SockSite(runner, sock).start()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+
+
 async def _drain(app: web.Application) -> None:
     """Graceful shutdown (issue 5): the listening sockets are closed already; give requests in
     flight ``shutdown_grace`` seconds, then end the rest at once (``Lifecycle.end_all``)."""
     life = app[LIFECYCLE]
+    life.draining = True
     in_flight = app[IN_FLIGHT]
     grace = app[SETTINGS].server.shutdown_grace
     loop = asyncio.get_running_loop()
@@ -102,16 +109,18 @@ async def _drain(app: web.Application) -> None:
         await asyncio.sleep(min(0.05, left))
     ended = life.end_all()
     if ended:
-        log_event("shutdown_ending_requests", count=ended)
+        log_event("shutdown_ending_requests", logging.WARNING, count=ended)
 
 
 def create_app(
     settings: Settings,
     *,
     env: Mapping[str, str] | None = None,
-    signing_key: bytes | None = None,
+    signing_key: bytes | Sequence[bytes] | None = None,
 ) -> web.Application:
-    """Build the gateway application. ``env`` defaults to ``os.environ`` (keys, signing key)."""
+    """Build the gateway application. ``env`` defaults to ``os.environ`` (upstream and inbound
+    keys; the signing key ring unless ``signing_key`` is given). Raises StartupError for bad
+    keys (``python -m gateway`` has checked them before, and exits 2 with the line)."""
     env = dict(os.environ if env is None else env)
     in_flight = InFlight(settings.server.max_in_flight, settings.server.max_receiving)
     life = Lifecycle()
@@ -123,12 +132,14 @@ def create_app(
         send_timeout=settings.timeouts.client_send,
     )
     app = web.Application(middlewares=[middleware], client_max_size=settings.server.max_body_bytes)
+    in_flight.gauge = metrics.in_flight_gauge
+    life.streams.gauge = metrics.streams_gauge
     app[SETTINGS] = settings
     app[IN_FLIGHT] = in_flight
     app[LIFECYCLE] = life
     app[METRICS] = metrics
     app.on_shutdown.append(_drain)
-    app[SIGNER] = Signer(signing_key or load_signing_key(env))
+    app[SIGNER] = Signer(signing_key or signing_keys(env).keys)
     add_routes(app)
 
     async def mock_ctx(app: web.Application) -> AsyncIterator[None]:

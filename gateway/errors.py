@@ -219,8 +219,13 @@ def from_upstream(
     headers: Mapping[str, str] | None = None,
     *,
     secrets: tuple[str, ...] = (),
+    upstream: str | None = None,
+    key_env: str = "",
 ) -> GatewayError:
-    """Map an upstream non-2xx HTTP answer to a GatewayError (protocol.md §9.11)."""
+    """Map an upstream non-2xx HTTP answer to a GatewayError (protocol.md §9.11).
+
+    ``upstream`` (host:port) and ``key_env`` (the variable holding the gateway's key for it)
+    make a 401 say whose key was refused: the gateway's, not the client's."""
     headers = headers or {}
     message, code, typ = _parse_error(body)
     text = scrub(message or f"upstream returned HTTP {status}", secrets)
@@ -233,7 +238,13 @@ def from_upstream(
             return BillingError(text, **kw)
         return RateLimitError(text, headers=_retry_headers(headers), **kw)
     if status == 401:
-        return AuthenticationError(f"upstream rejected the gateway's credentials: {text}", **kw)
+        who = f"upstream {upstream}" if upstream else "the upstream"
+        key = f" ({key_env})" if key_env else ""
+        return AuthenticationError(
+            f"{who} rejected the gateway's own API key{key}, not yours: {text}", **kw
+        )
+    if status == 402:  # OpenRouter and others: out of credits
+        return BillingError(text, **kw)
     if status == 403:
         return PermissionDeniedError(text, **kw)
     if status == 404 or code == "model_not_found":

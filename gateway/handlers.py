@@ -148,6 +148,7 @@ async def receive(request: web.Request, ctx: RequestContext) -> bytes:
     settings = app[SETTINGS]
     life = app[LIFECYCLE]
     if life.stopping:
+        ctx.outcome = "shutdown"
         raise life.shutting_down()
     limit = settings.server.max_body_bytes
     length = request.content_length
@@ -167,6 +168,7 @@ async def receive(request: web.Request, ctx: RequestContext) -> bytes:
                     life.waits.discard(deadline)
         except TimeoutError:
             if life.stopping:
+                ctx.outcome = "shutdown"
                 raise life.shutting_down() from None
             raise RequestTimeoutError(f"request body not received within {wait:g}s") from None
     check_json_values(body, settings.server.max_json_values)
@@ -216,6 +218,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
                 life.waits.discard(waiting)
     except TimeoutError:
         if life.stopping:
+            ctx.outcome = "shutdown"
             raise life.shutting_down() from None
         raise GatewayTimeoutError(f"request exceeded the gateway's {total:g}s cap") from None
     ctx.upstream_ms = round((time.perf_counter() - waited) * 1000.0, 3)
@@ -278,6 +281,7 @@ async def count_tokens(request: web.Request) -> web.Response:
                 life.waits.discard(waiting)
     except TimeoutError:
         if life.stopping:
+            ctx.outcome = "shutdown"
             raise life.shutting_down() from None
         raise
     return web.Response(body=orjson.dumps({"input_tokens": n}), content_type="application/json")
@@ -302,9 +306,33 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    # The pid tells which of several --workers processes answered.
-    body = orjson.dumps({"status": "ok", "pid": os.getpid()})
+    """Liveness: 200 while the process runs (draining included). The pid tells which of
+    several --workers processes answered; ``mock`` that the answers are fake."""
+    app = request.app
+    body = orjson.dumps(
+        {
+            "status": "ok",
+            "pid": os.getpid(),
+            "mock": app[SETTINGS].mock,
+            "draining": app[LIFECYCLE].draining,
+        }
+    )
     return web.Response(body=body, content_type="application/json")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 200 while serving, 503 from the first moment of a shutdown, so that a load
+    balancer stops sending new requests before connections close (issue 11 item 6)."""
+    app = request.app
+    draining = app[LIFECYCLE].draining
+    body = orjson.dumps(
+        {
+            "status": "draining" if draining else "ready",
+            "pid": os.getpid(),
+            "mock": app[SETTINGS].mock,
+        }
+    )
+    return web.Response(status=503 if draining else 200, body=body, content_type="application/json")
 
 
 async def root(request: web.Request) -> web.Response:
@@ -359,6 +387,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model_id}", get_model)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    # Claude Code 2.1.330 probes HEAD /api/hello on start (issue 11 item 13).
+    app.router.add_get("/api/hello", root)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", root)  # aiohttp adds HEAD for GET routes
     app.router.add_post("/api/event_logging/batch", event_logging)

@@ -13,19 +13,22 @@ from __future__ import annotations
 import asyncio
 
 from .errors import OverloadedError
-from .relay import Watchdog
+from .relay import StreamRegistry
 
 SHUTTING_DOWN_MESSAGE = "the gateway is shutting down; retry"
 
 
 class Lifecycle:
-    __slots__ = ("stopping", "streams", "waits")
+    __slots__ = ("draining", "stopping", "streams", "waits")
 
     def __init__(self) -> None:
         #: watchdogs of the streams open now
-        self.streams: set[Watchdog] = set()
+        self.streams = StreamRegistry()
         #: deadlines of requests waiting on a body or an upstream (``asyncio.timeout`` objects)
         self.waits: set[asyncio.Timeout] = set()
+        #: set at the first moment of a shutdown: /readyz answers 503 from then on
+        self.draining = False
+        #: set once the grace period is over and what is left is being ended
         self.stopping = False
 
     def shutting_down(self) -> OverloadedError:
@@ -35,7 +38,7 @@ class Lifecycle:
         """End every open stream and waiting request now; returns how many there were."""
         self.stopping = True
         ended = len(self.streams) + len(self.waits)
-        for watchdog in list(self.streams):
+        for watchdog in self.streams:
             watchdog.abort(self.shutting_down(), "shutdown")
         now = asyncio.get_running_loop().time()
         for wait in list(self.waits):

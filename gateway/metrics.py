@@ -8,12 +8,14 @@ our own tables, and the client's model name only when it is a plain identifier, 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from .middleware import RequestContext
 
@@ -29,11 +31,21 @@ _TOKEN_KINDS: Final = ("input", "output", "cache_read", "cache_write")
 
 
 class Metrics:
-    """The gateway's counters, histograms and gauges."""
+    """The gateway's counters, histograms and gauges.
+
+    With ``--workers N`` the master sets ``PROMETHEUS_MULTIPROC_DIR`` before any worker imports
+    prometheus-client, so every worker writes its values to files there and ``/metrics``, served
+    by whichever worker, sums them all (issue 11 item 8): counters stay monotonic and complete.
+    The two gauges then cannot be read from callbacks (another worker's callback is out of
+    reach); ``in_flight_gauge`` / ``streams_gauge`` are moved by the code that changes them.
+    """
 
     def __init__(self, in_flight: Callable[[], float], open_streams: Callable[[], float]) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        # In multiprocess mode the values live in files; the exposition registry collects
+        # them and the metric objects register nowhere.
+        r = None if self.multiprocess else self.registry
         self.requests = Counter(
             "gateway_requests",
             "Requests answered, by route, client model, HTTP status and Anthropic error type.",
@@ -78,10 +90,24 @@ class Metrics:
             ["route", "kind"],
             registry=r,
         )
-        Gauge("gateway_in_flight_requests", "/v1/messages* requests being handled.", registry=r
-              ).set_function(in_flight)  # fmt: skip
-        Gauge("gateway_open_streams", "SSE streams open to clients.", registry=r
-              ).set_function(open_streams)  # fmt: skip
+        in_flight_help = "/v1/messages* requests being handled."
+        streams_help = "SSE streams open to clients."
+        self.in_flight_gauge: Gauge | None = None
+        self.streams_gauge: Gauge | None = None
+        if self.multiprocess:
+            self.in_flight_gauge = Gauge(
+                "gateway_in_flight_requests",
+                in_flight_help,
+                multiprocess_mode="livesum",
+                registry=None,
+            )
+            self.streams_gauge = Gauge(
+                "gateway_open_streams", streams_help, multiprocess_mode="livesum", registry=None
+            )
+            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+        else:
+            Gauge("gateway_in_flight_requests", in_flight_help, registry=r).set_function(in_flight)
+            Gauge("gateway_open_streams", streams_help, registry=r).set_function(open_streams)
         self._models: set[str] = set()
         # prometheus-client's labels() validates and locks on every call; children are
         # cached per label tuple since the label space is small and bounded.

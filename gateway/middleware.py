@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 import re
 import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -59,6 +60,7 @@ class RequestContext:
         "overhead_ms",
         "request_id",
         "route",
+        "sent_status",
         "stage",
         "start",
         "stop_reason",
@@ -87,6 +89,8 @@ class RequestContext:
         self.outcome: str | None = None
         self.overhead_ms: float | None = None
         self.stage = NOT_COUNTED
+        #: the status a streamed answer already sent (its handler may end without a response)
+        self.sent_status: int | None = None
 
     def finish(self, usage: Usage, stop_reason: str | None) -> None:
         """Record the answer's usage and stop reason for the summary line and metrics."""
@@ -134,13 +138,15 @@ class InFlight:
     (0 = none); beyond either, 529 overloaded_error + retry-after.
     """
 
-    __slots__ = ("limit", "receiving", "receiving_limit", "value")
+    __slots__ = ("gauge", "limit", "receiving", "receiving_limit", "value")
 
     def __init__(self, limit: int, receiving_limit: int = 0) -> None:
         self.limit = limit
         self.value = 0
         self.receiving_limit = receiving_limit
         self.receiving = 0
+        #: a multiprocess gauge moved with ``value`` (``--workers``); None: read by callback
+        self.gauge: Any = None
 
     @property
     def active(self) -> int:
@@ -167,11 +173,15 @@ class InFlight:
             )
         self.value += 1
         ctx.stage = ADMITTED
+        if self.gauge is not None:
+            self.gauge.inc()
 
     def release(self, ctx: RequestContext) -> None:
         stage = ctx.stage
         if stage == ADMITTED:
             self.value -= 1
+            if self.gauge is not None:
+                self.gauge.dec()
         elif stage == RECEIVING:
             self.receiving -= 1
         ctx.stage = NOT_COUNTED
@@ -291,7 +301,7 @@ def make_middleware(
     called once per finished request (metrics); ``send_timeout`` bounds writing a response
     that the handler returned unsent."""
     keys = tuple(k.encode() for k in api_keys)
-    open_paths = frozenset({"/", "/healthz", "/readyz"})
+    open_paths = frozenset({"/", "/healthz", "/readyz", "/api/hello"})
 
     def authorised(request: web.Request) -> bool:
         given = request.headers.get("x-api-key")
@@ -350,9 +360,9 @@ def make_middleware(
         except (asyncio.CancelledError, ConnectionResetError):
             ctx.outcome = ctx.outcome or "client_closed"
             in_flight.release(ctx)  # before the log line: metrics read the gauge
-            _log_summary(request, ctx, None)
+            status = _log_summary(request, ctx, None)
             if observe is not None:
-                observe(ctx, 499, path)
+                observe(ctx, status, path)
             correlation_id.reset(reset)
             raise
         except Exception as exc:
@@ -379,15 +389,33 @@ def make_middleware(
     return gateway_middleware
 
 
+#: Outcomes of a 200 stream that are failures: logged at warning, upstream errors at error.
+_STREAM_WARNINGS: Final = frozenset({"upstream_timeout", "timeout", "client_stalled", "shutdown"})
+
+
+def _level(status: int, outcome: str) -> int:
+    """Errors at warning or error, so ``--log-level warning`` still shows every one of them
+    (issue 11 item 12): 5xx (not our own 529 load shedding) and upstream failures are errors,
+    other refusals and cut streams warnings, the rest info."""
+    if (status >= 500 and status != 529) or outcome == "upstream_error":
+        return logging.ERROR
+    if status >= 400 or outcome in _STREAM_WARNINGS:
+        return logging.WARNING
+    return logging.INFO
+
+
 def _log_summary(request: web.Request, ctx: RequestContext, resp: web.StreamResponse | None) -> int:
     usage = ctx.usage
-    status = resp.status if resp is not None else 499
+    status = resp.status if resp is not None else (ctx.sent_status or 499)
     outcome = ctx.outcome
     if outcome is None:
         outcome = "completed" if status < 400 else "error"
     log_event(
         "request_end",
+        _level(status, outcome),
         id=ctx.cid,
+        # the request_id clients see in error bodies, when a client correlation id replaced it
+        request_id=ctx.request_id if ctx.cid != ctx.request_id else None,
         method=request.method,
         path=request.path[:100],
         model=ctx.model,

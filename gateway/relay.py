@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Final, Protocol
 
 import aiohttp
@@ -233,6 +233,34 @@ class Watchdog:
             self._task.cancel()
 
 
+class StreamRegistry:
+    """The streams open now (their watchdogs), for graceful shutdown and the metrics gauge."""
+
+    __slots__ = ("_open", "gauge")
+
+    def __init__(self) -> None:
+        self._open: set[Watchdog] = set()
+        #: a multiprocess gauge moved with the count (``--workers``); None: read by callback
+        self.gauge: Any = None
+
+    def add(self, watchdog: Watchdog) -> None:
+        self._open.add(watchdog)
+        if self.gauge is not None:
+            self.gauge.inc()
+
+    def discard(self, watchdog: Watchdog) -> None:
+        if watchdog in self._open:
+            self._open.remove(watchdog)
+            if self.gauge is not None:
+                self.gauge.dec()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __iter__(self) -> Iterator[Watchdog]:
+        return iter(list(self._open))
+
+
 def sse_response(ctx: RequestContext) -> web.StreamResponse:
     resp = web.StreamResponse(status=200)
     h = resp.headers
@@ -255,7 +283,7 @@ async def relay(
     ping_interval: float = 10.0,
     max_event_bytes: int = 16 * 1024 * 1024,
     deadline: float | None = None,
-    registry: set[Watchdog] | None = None,
+    registry: StreamRegistry | None = None,
     overhead: Callable[[], str] | None = None,
 ) -> web.StreamResponse:
     """Stream ``upstream`` (a 200 SSE response) to the client through ``translator``."""
@@ -269,6 +297,7 @@ async def relay(
 
     try:
         await response.prepare(request)
+        ctx.sent_status = 200
         watchdog = Watchdog(
             response,
             upstream.content,

@@ -12,6 +12,7 @@ import fnmatch
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -62,6 +63,9 @@ class ServerSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     #: on SIGTERM/SIGINT, seconds in-flight requests may take to finish before streams are
     #: ended with an overloaded_error event and waiting requests answered 529
     shutdown_grace: Annotated[float, Meta(ge=0)] = 30.0
+    #: on SIGTERM/SIGINT, seconds to keep serving (and accepting) with /readyz answering 503
+    #: before the listening socket closes, so a load balancer stops sending first
+    drain_delay: Annotated[float, Meta(ge=0)] = 0.0
     #: JSON values (array elements, object members, containers) one request body may hold,
     #: counted before it is decoded: the decoded form costs ~75 bytes and ~0.1 µs per value
     max_json_values: Annotated[int, Meta(ge=1000)] = 1_000_000
@@ -166,6 +170,8 @@ class Route(Struct, kw_only=True, frozen=True):
     dialect: Literal["responses", "chat"]
     base_url: str
     api_key: Secret | None
+    #: the variable the key came from ("" when the upstream needs none), for error messages
+    key_env: str = ""
     headers: Mapping[str, str]
     upstream_model: str
     #: lower-cased exact names / globs of the client model names this route serves
@@ -203,6 +209,7 @@ ENV_OVERRIDES: Final[dict[str, tuple[str, ...]]] = {
     "GATEWAY_MAX_BODY_BYTES": ("server", "max_body_bytes"),
     "GATEWAY_MAX_IN_FLIGHT": ("server", "max_in_flight"),
     "GATEWAY_SHUTDOWN_GRACE": ("server", "shutdown_grace"),
+    "GATEWAY_DRAIN_DELAY": ("server", "drain_delay"),
     "GATEWAY_MAX_RECEIVING": ("server", "max_receiving"),
     "GATEWAY_BIG_MODEL": ("models", "big"),
     "GATEWAY_SMALL_MODEL": ("models", "small"),
@@ -229,26 +236,67 @@ def _set_path(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     node[path[-1]] = value
 
 
+def _field_type(path: tuple[str, ...]) -> Any:
+    """The annotated type of the setting at ``path`` (dict tables step through their values)."""
+    typ: Any = Settings
+    for part in path:
+        if typing.get_origin(typ) is dict:
+            typ = typing.get_args(typ)[1]
+            continue
+        typ = typing.get_type_hints(typ, include_extras=True)[part]
+    return typ
+
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+
+def _env_value(var: str, raw: str, path: tuple[str, ...]) -> Any:
+    """An environment value converted to its setting's type (``GATEWAY_BIG_MODEL=1234`` is a
+    model name, ``GATEWAY_PORT=abc`` an error naming the variable)."""
+    typ = _field_type(path)
+    if typ is bool:
+        low = raw.strip().lower()
+        if low in _TRUE | _FALSE:
+            return low in _TRUE
+        raise SettingsError(f"bad environment variable {var}={raw!r}: expected 1/0, true/false")
+    try:
+        return msgspec.convert(raw.strip(), typ, strict=False)
+    except msgspec.ValidationError as exc:
+        msg, _ = split_validation_error(str(exc))
+        raise SettingsError(f"bad environment variable {var}={raw!r}: {msg}") from None
+
+
+def _convert(value: Any, typ: type[Any], prefix: str, doc: Any) -> Any:
+    """``msgspec.convert`` whose errors name the setting (``prefix`` + msgspec's path)."""
+    try:
+        return msgspec.convert(value, typ, strict=True)
+    except msgspec.ValidationError as exc:
+        msg, jsonpath = split_validation_error(str(exc))
+        where = ".".join(x for x in (prefix, (jsonpath or "$")[2:].lstrip(".")) if x)
+        unknown = re.match(r"Object contains unknown field `(.+)`$", msg)
+        if unknown:
+            # Name the misspelt key itself, not the table holding it.
+            name = ".".join(x for x in (where, unknown.group(1)) if x)
+            raise SettingsError(f"bad setting {name}: unknown key") from None
+        shown = _get_path(doc, jsonpath) if jsonpath else None
+        shown_text = "" if shown is None else f" = {shown!r}"
+        raise SettingsError(f"bad setting {where or '(top level)'}{shown_text}: {msg}") from None
+
+
 def _get_path(doc: Any, jsonpath: str) -> Any:
     """Follow a msgspec error path (``$.routes[0].model``) into the raw document."""
     node = doc
     for token in jsonpath.replace("[", ".[").split(".")[1:]:
         if token.startswith("["):
-            idx = int(token[1:-1])
+            try:
+                idx = int(token[1:-1])
+            except ValueError:  # "[...]": a dict key msgspec does not name
+                return None
             node = node[idx] if isinstance(node, list) and idx < len(node) else None
         else:
             node = node.get(token) if isinstance(node, dict) else None
     return node
-
-
-def _coerce_env(value: str) -> Any:
-    # Environment values are strings; numbers are converted so the TOML types still validate.
-    for conv in (int, float):
-        try:
-            return conv(value)
-        except ValueError:
-            pass
-    return value
 
 
 def load_settings(
@@ -272,34 +320,26 @@ def load_settings(
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
     for var, key in ENV_OVERRIDES.items():
-        if env.get(var):
-            raw = env[var]
-            value: Any
-            if key[-1] in ("host", "base_url"):
-                value = raw
-            elif key == ("mock",):
-                value = raw.lower() in ("1", "true", "yes", "on")
-            else:
-                value = _coerce_env(raw)
-            _set_path(doc, key, value)
+        raw = env.get(var)
+        if raw is not None and raw.strip():
+            _set_path(doc, key, _env_value(var, raw, key))
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_path(doc, key, value)
-    try:
-        settings = msgspec.convert(doc, Settings, strict=True)
-    except msgspec.ValidationError as exc:
-        msg, jsonpath = split_validation_error(str(exc))
-        if jsonpath is None:
-            raise SettingsError(f"bad settings: {msg}") from None
-        unknown = re.match(r"Object contains unknown field `(.+)`$", msg)
-        if unknown:
-            # Name the misspelt key itself, not the table holding it.
-            name = f"{jsonpath[2:]}.{unknown.group(1)}".lstrip(".")
-            raise SettingsError(f"bad setting {name}: unknown key") from None
-        name = jsonpath[2:] or "(top level)"
-        value = _get_path(doc, jsonpath)
-        shown = "" if value is None else f" = {value!r}"
-        raise SettingsError(f"bad setting {name}{shown}: {msg}") from None
+    # Each upstream table on its own first: msgspec names a dict entry "[...]", not its key.
+    tables = doc.get("upstreams")
+    if isinstance(tables, dict):
+        for name, table in tables.items():
+            headers = table.get("headers") if isinstance(table, dict) else None
+            if isinstance(headers, dict):
+                for header, value in headers.items():
+                    if not isinstance(value, str):
+                        raise SettingsError(
+                            f"bad setting upstreams.{name}.headers.{header} = {value!r}: "
+                            "expected a string"
+                        )
+            _convert(table, UpstreamSettings, f"upstreams.{name}", table)
+    settings: Settings = _convert(doc, Settings, "", doc)
     _check(settings)
     return settings
 
@@ -335,6 +375,7 @@ def resolve_routes(settings: Settings, env: Mapping[str, str] | None = None) -> 
                 dialect=up.dialect,
                 base_url=up.base_url.rstrip("/"),
                 api_key=Secret(key) if key else None,
+                key_env=up.api_key_env,
                 headers=dict(up.headers),
                 upstream_model=model,
                 patterns=tuple(p.lower() for p in rs.match),

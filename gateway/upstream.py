@@ -8,6 +8,8 @@ connect errors and upstream 429/500/502/503/504, with exponential backoff and ji
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import random
 import time
 from collections.abc import Mapping
@@ -23,8 +25,11 @@ from .errors import (
     BillingError,
     GatewayError,
     GatewayTimeoutError,
+    OverloadedError,
+    RateLimitError,
     from_upstream,
 )
+from .logs import log_event
 from .middleware import CORRELATION_HEADER, RequestContext
 from .settings import RetrySettings, Route, TimeoutSettings
 
@@ -101,6 +106,7 @@ class UpstreamClient:
         headers[CORRELATION_HEADER] = ctx.cid
         retry = self.retries
         started = time.perf_counter()
+        where = f"{url.host}:{url.port}"
         attempt = 0
         while True:
             attempt += 1
@@ -117,17 +123,22 @@ class UpstreamClient:
             except aiohttp.ConnectionTimeoutError:
                 # Nothing was sent: safe to retry.
                 err = GatewayTimeoutError(
-                    f"could not connect to the upstream within {self.timeouts.connect:g}s"
+                    f"could not connect to upstream {where} within {self.timeouts.connect:g}s"
                 )
+                _log_failure(route, where, "connect timeout", attempt)
             except TimeoutError:
                 # The upstream may be working on it: retrying a POST could run it twice.
+                _log_failure(route, where, "no response headers in time", attempt)
                 raise GatewayTimeoutError(
-                    f"upstream sent no response headers within {self.timeouts.headers:g}s"
+                    f"upstream {where} sent no response headers within {self.timeouts.headers:g}s"
                 ) from None
-            except aiohttp.ClientConnectorError as exc:
-                err = APIError(f"upstream unreachable: {type(exc).__name__}")
             except (aiohttp.ClientError, OSError) as exc:
-                err = APIError(f"upstream connection failed: {type(exc).__name__}")
+                cause = connection_failure(exc)
+                _log_failure(route, where, cause, attempt)
+                if isinstance(exc, aiohttp.ClientConnectorError):
+                    err = APIError(f"cannot reach upstream {where} ({cause})")
+                else:
+                    err = APIError(f"connection to upstream {where} failed ({cause})")
             else:
                 ctx.upstream_status = resp.status
                 ctx.upstream_ms = round((time.perf_counter() - started) * 1000.0, 3)
@@ -143,15 +154,24 @@ class UpstreamClient:
                     data = b""
                 finally:
                     resp.release()
-                err = from_upstream(resp.status, data, resp.headers, secrets=self.secrets(route))
+                err = from_upstream(
+                    resp.status,
+                    data,
+                    resp.headers,
+                    secrets=self.secrets(route),
+                    upstream=where,
+                    key_env=route.key_env,
+                )
                 delay_headers = resp.headers
                 if resp.status not in _RETRY_STATUSES or isinstance(err, BillingError):
                     raise err
-            if attempt >= retry.max_attempts:
-                raise err
-            delay = _retry_delay(attempt, delay_headers, retry)
+            delay = (
+                None
+                if attempt >= retry.max_attempts
+                else _retry_delay(attempt, delay_headers, retry)
+            )
             if delay is None:
-                raise err
+                raise _after_retries(err, attempt)
             await asyncio.sleep(delay)
 
     async def read_body(self, resp: aiohttp.ClientResponse) -> bytes:
@@ -181,6 +201,54 @@ class UpstreamClient:
         finally:
             resp.release()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _after_retries(err: GatewayError, attempts: int) -> GatewayError:
+    """The one retry rule (issue 11 item 10): once the gateway has retried a failure itself,
+    the client is told not to retry it again (``x-should-retry: false``): Claude Code retries
+    up to 10 times, and 10 × 3 attempts at an unreachable host kept users waiting ~3 minutes
+    for an error. Rate limits and overload stay retryable, with their ``retry-after``, because
+    waiting is exactly what fixes them."""
+    if attempts > 1 and not isinstance(err, RateLimitError | OverloadedError):
+        err.should_retry = False
+    return err
+
+
+def connection_failure(exc: BaseException) -> str:
+    """What went wrong on the way to the upstream, in words (never the exception's message,
+    which can quote a URL with credentials)."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "DNS lookup failed"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "TLS certificate not trusted"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the upstream closed the connection before answering"
+    os_error = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    if isinstance(os_error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(os_error, ConnectionResetError):
+        return "connection reset"
+    if isinstance(os_error, OSError) and os_error.errno in _UNREACHABLE:
+        return "network unreachable"
+    if isinstance(os_error, OSError) and os_error.strerror:
+        return os_error.strerror
+    return type(exc).__name__
+
+
+_UNREACHABLE: Final = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN})
+
+
+def _log_failure(route: Route, where: str, cause: str, attempt: int) -> None:
+    log_event(
+        "upstream_failed",
+        logging.WARNING,
+        route=route.name,
+        upstream=where,
+        reason=cause,
+        attempts=attempt,
+    )
 
 
 def _too_large(limit: int) -> BadGatewayError:

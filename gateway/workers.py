@@ -14,27 +14,29 @@ from typing import Any
 
 from aiohttp import web
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
+from prometheus_client import multiprocess
 
-from .app import SHUTDOWN_FLUSH, create_app, load_signing_key
+from .app import create_app, make_runner
 from .logs import configure_logging, log_event
-from .settings import Settings
+from .startup import Startup, StartupError, resolve_startup
 
 
 async def app_factory() -> web.AppRunner:
     """Called by aiohttp's gunicorn worker in each process: the app with our runner options."""
-    from .__main__ import resolve_settings
-
-    settings = resolve_settings(None, os.environ)
+    try:
+        startup = resolve_startup(os.environ)
+    except StartupError as exc:  # the master checked the same environment: not expected
+        raise SystemExit(f"messages-gateway: {exc}") from None
+    settings = startup.settings
     configure_logging(settings.server.log_level)
-    app = create_app(settings, env=os.environ)
+    app = create_app(settings, env=os.environ, signing_key=startup.signing.keys)
     log_event("worker_started", pid=os.getpid(), mock=settings.mock)
-    return web.AppRunner(
-        app,
-        access_log=None,
-        # the client leaving cancels its handler, which closes the upstream request at once
-        handler_cancellation=True,
-        shutdown_timeout=SHUTDOWN_FLUSH,
-    )
+    return make_runner(app)
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    # A worker's gauges stop counting once it is gone; its counters still add up.
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -50,8 +52,9 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         return app_factory
 
 
-def run_workers(settings: Settings, args: argparse.Namespace, workers: int) -> None:
-    """Run ``workers`` processes on the configured host and port until SIGTERM/SIGINT."""
+def run_workers(startup: Startup, args: argparse.Namespace) -> None:
+    """Run ``args.workers`` processes on the configured host and port until SIGTERM/SIGINT."""
+    settings = startup.settings
     env = os.environ
     # Every worker re-reads settings from the environment: hand it the flags and decisions.
     if args.config:
@@ -59,10 +62,9 @@ def run_workers(settings: Settings, args: argparse.Namespace, workers: int) -> N
     env["GATEWAY_HOST"] = settings.server.host
     env["GATEWAY_PORT"] = str(settings.server.port)
     env["GATEWAY_LOG_LEVEL"] = settings.server.log_level
-    if settings.mock:
-        env["GATEWAY_MOCK"] = "1"
-    # One key for all workers, or a thinking block signed by one fails to verify in another.
-    env["GATEWAY_SIGNING_KEY"] = load_signing_key(env).decode()
+    env["GATEWAY_MOCK"] = "1" if settings.mock else "0"
+    # One key ring for all workers, or a thinking block signed by one fails in another.
+    env["GATEWAY_SIGNING_KEY"] = ",".join(k.decode() for k in startup.signing.keys)
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
 
@@ -72,14 +74,16 @@ def run_workers(settings: Settings, args: argparse.Namespace, workers: int) -> N
     _Gunicorn(
         {
             "bind": f"{settings.server.host}:{settings.server.port}",
-            "workers": workers,
+            "workers": args.workers,
             "worker_class": worker_class,
-            "graceful_timeout": int(settings.server.shutdown_grace) + 10,
+            "graceful_timeout": int(settings.server.drain_delay + settings.server.shutdown_grace)
+            + 10,
             "accesslog": None,
             "errorlog": "-",
             "loglevel": "warning"
             if settings.server.log_level == "info"
             else settings.server.log_level,
             "proc_name": "messages-gateway",
+            "child_exit": _child_exit,
         }
     ).run()

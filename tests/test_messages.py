@@ -363,7 +363,9 @@ async def test_upstream_unreachable_is_api_error(
     status, _, body = await post(gw, {"model": MODEL, "max_tokens": 10, "messages": [user("x")]})
     assert status == 500
     assert body["error"]["type"] == "api_error"
-    assert "unreachable" in body["error"]["message"]
+    assert body["error"]["message"] == (
+        f"cannot reach upstream 127.0.0.1:{unused_tcp_port} (connection refused)"
+    )
 
 
 async def test_malformed_upstream_body_is_api_error(

@@ -63,6 +63,16 @@ def test_gateway_config_env_names_the_file(tmp_path: Path) -> None:
     assert load_settings(env={"GATEWAY_CONFIG": str(cfg)}).server.port == 9001
 
 
+def test_env_values_take_their_setting_type() -> None:
+    s = load_settings(env={"GATEWAY_BIG_MODEL": "1234", "GATEWAY_MAX_IN_FLIGHT": " 7 "})
+    assert s.models.big == "1234"
+    assert s.server.max_in_flight == 7
+    assert load_settings(env={"GATEWAY_MOCK": "0"}).mock is False
+    assert load_settings(env={"GATEWAY_MOCK": "off"}).mock is False
+    assert load_settings(env={"GATEWAY_MOCK": "TRUE"}).mock is True
+    assert load_settings(env={"GATEWAY_HOST": "::1"}).server.host == "::1"
+
+
 def test_cli_overrides_env() -> None:
     s = load_settings(env={"GATEWAY_PORT": "9100"}, overrides={("server", "port"): 9200})
     assert s.server.port == 9200
@@ -79,8 +89,28 @@ def test_cli_overrides_env() -> None:
         (
             "",
             {"GATEWAY_PORT": "http"},
-            "bad setting server.port = 'http': Expected `int`, got `str`",
+            "bad environment variable GATEWAY_PORT='http': Expected `int`, got `str`",
         ),
+        ("", {"GATEWAY_PORT": "70000"}, "GATEWAY_PORT='70000': Expected `int` <= 65535"),
+        ("", {"GATEWAY_MOCK": "maybe"}, "GATEWAY_MOCK='maybe': expected 1/0, true/false"),
+        (
+            '[upstreams.local]\ndialect = "chatty"\n',
+            {},
+            "bad setting upstreams.local.dialect = 'chatty': Invalid enum value 'chatty'",
+        ),
+        (
+            "[upstreams.local]\nmax_tokens_field = 5\n",
+            {},
+            "bad setting upstreams.local.max_tokens_field = 5: Expected `str`, got `int`",
+        ),
+        (
+            "[upstreams.local]\nheaders = {api-key = 5}\n",
+            {},
+            "bad setting upstreams.local.headers.api-key = 5: expected a string",
+        ),
+        ("[upstreams.local]\nheaders = 5\n", {}, "bad setting upstreams.local.headers = 5"),
+        ("[upstreams.local]\ncolour = 1\n", {}, "bad setting upstreams.local.colour: unknown key"),
+        ("colour = 1\n", {}, "bad setting colour: unknown key"),
         ("[server]\nprot = 1\n", {}, "bad setting server.prot: unknown key"),
         (
             '[upstreams.default]\nbase_url = "ftp://x"\n',

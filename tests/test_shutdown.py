@@ -26,7 +26,7 @@ BODY = {
 
 
 async def start_gateway(
-    upstream: Upstream, port: int, tmp_path: Path, grace: float
+    upstream: Upstream, port: int, tmp_path: Path, grace: float, **extra_env: str
 ) -> asyncio.subprocess.Process:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -34,9 +34,10 @@ async def start_gateway(
         "OPENAI_API_KEY": "sk-test",
         "GATEWAY_PORT": str(port),
         "GATEWAY_SHUTDOWN_GRACE": str(grace),
-        "GATEWAY_SIGNING_KEY": "shutdown-test-signing-key-0123",
+        "GATEWAY_SIGNING_KEY": "shutdown-test-signing-key-0123456789",
         "GATEWAY_MAX_ATTEMPTS": "1",
         "XDG_STATE_HOME": str(tmp_path),
+        **extra_env,
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -96,3 +97,35 @@ async def test_sigterm_drains_streams(
     assert await asyncio.wait_for(proc.wait(), timeout=15) == 0
     stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
     assert "Traceback" not in stderr
+
+
+async def test_readyz_turns_503_at_once_and_serving_goes_on_for_the_drain_delay(
+    upstream: Upstream, unused_tcp_port: int, tmp_path: Path
+) -> None:
+    proc = await start_gateway(upstream, unused_tcp_port, tmp_path, 0.5, GATEWAY_DRAIN_DELAY="1.5")
+    base = f"http://127.0.0.1:{unused_tcp_port}"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        async with s.get(base + "/readyz") as r:
+            assert (r.status, (await r.json())["status"]) == (200, "ready")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        # a new connection is still accepted and served, but the balancer is told to go away
+        async with s.get(base + "/readyz") as r:
+            assert (r.status, (await r.json())["status"]) == (503, "draining")
+        async with s.get(base + "/healthz") as r:
+            assert r.status == 200 and (await r.json())["draining"] is True
+        upstream.mock.enqueue(Script(items=[Text("still served")]))
+        async with s.post(base + "/v1/messages", json={**BODY, "stream": False}) as r:
+            assert r.status == 200
+            assert (await r.json())["content"][0]["text"] == "still served"
+        assert time.monotonic() - t0 < 1.5
+        assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
+        took = time.monotonic() - t0
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with s.get(base + "/readyz"):
+                pass
+    assert 1.5 <= took < 1.5 + 0.5 + 4
+    stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
+    assert '"event":"gateway_draining"' in stderr
+    assert '"event":"gateway_stopped"' in stderr

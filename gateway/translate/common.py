@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import os
 import re
+from collections.abc import Sequence
 from typing import Any, Final
 
 import msgspec
@@ -87,29 +88,37 @@ class Signer:
     strings, edits) decodes to None and the block is dropped before the upstream.
     """
 
-    __slots__ = ("_key",)
+    __slots__ = ("_keys",)
 
-    def __init__(self, key: bytes) -> None:
-        if len(key) < 16:
-            raise ValueError("signing key must be at least 16 bytes")
-        self._key = key
+    def __init__(self, keys: bytes | Sequence[bytes]) -> None:
+        """``keys``: one key, or a ring (newest first) for rotation across a fleet: tokens
+        are signed with the first and verified with any, so a new key can be added first
+        everywhere and the old one dropped once no client still holds its tokens."""
+        ring = (keys,) if isinstance(keys, bytes) else tuple(keys)
+        if not ring or any(len(k) < 16 for k in ring):
+            raise ValueError("signing keys must be at least 16 bytes")
+        self._keys = ring
 
-    def _mac(self, payload: bytes) -> str:
-        digest = hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
+    @staticmethod
+    def _mac(key: bytes, payload: bytes) -> str:
+        digest = hmac.new(key, payload, hashlib.sha256).digest()[:16]
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def encode(self, item_id: str, encrypted_content: str | None) -> str:
         payload = base64.urlsafe_b64encode(
             orjson.dumps({"id": item_id, "enc": encrypted_content})
         ).rstrip(b"=")
-        return f"{SIGNATURE_PREFIX}{payload.decode()}.{self._mac(payload)}"
+        return f"{SIGNATURE_PREFIX}{payload.decode()}.{self._mac(self._keys[0], payload)}"
 
     def decode(self, token: str) -> tuple[str, str | None] | None:
         """``(reasoning item id, encrypted_content)`` for a genuine token, else None."""
         if not token.startswith(SIGNATURE_PREFIX):
             return None
         body, _, mac = token[len(SIGNATURE_PREFIX) :].partition(".")
-        if not mac or not hmac.compare_digest(mac, self._mac(body.encode())):
+        if not mac:
+            return None
+        raw = body.encode()
+        if not any(hmac.compare_digest(mac, self._mac(key, raw)) for key in self._keys):
             return None
         try:
             doc: Any = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))

@@ -5,6 +5,7 @@ for upstream headers is answered 529 overloaded_error (clients retry it elsewher
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import time
@@ -24,7 +25,11 @@ GRACE = 1.0
 async def test_sigterm_with_a_stuck_reader_and_a_waiting_request(
     upstream: Upstream, unused_tcp_port: int, tmp_path: Path
 ) -> None:
-    upstream.mock.enqueue(big_stream(), Script(items=[Text("late")], delay_before_headers=60))
+    upstream.mock.enqueue(
+        big_stream(),
+        Script(items=[Text("late")], delay_before_headers=60),
+        Script(items=[Text("late")], delay_before_headers=60),
+    )
     proc = await start_gateway(upstream, unused_tcp_port, tmp_path, GRACE)
     loop = asyncio.get_running_loop()
     stuck = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -35,20 +40,22 @@ async def test_sigterm_with_a_stuck_reader_and_a_waiting_request(
         await loop.sock_sendall(stuck, http_request("/v1/messages", orjson.dumps(BODY)))
         await asyncio.sleep(1.0)  # the gateway is now blocked writing to it
         async with aiohttp.ClientSession() as s:
-            waiting = asyncio.create_task(
-                s.post(
-                    f"http://127.0.0.1:{unused_tcp_port}/v1/messages",
-                    json={**BODY, "stream": False},
-                )
-            )
+            url = f"http://127.0.0.1:{unused_tcp_port}/v1/messages"
+            waiting = [
+                asyncio.create_task(s.post(url, json={**BODY, "stream": False})),
+                # streamed, but the upstream has not answered: nothing was sent yet either
+                asyncio.create_task(s.post(url, json=BODY)),
+            ]
             await asyncio.sleep(0.3)
             t0 = time.monotonic()
             proc.send_signal(signal.SIGTERM)
-            resp = await asyncio.wait_for(waiting, GRACE + 3)
-            assert resp.status == 529
-            err = (await resp.json())["error"]
-            assert err["type"] == "overloaded_error"
-            assert "shutting down" in err["message"]
+            for task in waiting:
+                resp = await asyncio.wait_for(task, GRACE + 3)
+                assert resp.status == 529
+                assert resp.headers["retry-after"] == "1"
+                err = (await resp.json())["error"]
+                assert err["type"] == "overloaded_error"
+                assert "shutting down" in err["message"]
             answered = time.monotonic() - t0
             assert await connection_closed(stuck, GRACE + 3)
             rc = await asyncio.wait_for(proc.wait(), GRACE + 4)
@@ -63,3 +70,12 @@ async def test_sigterm_with_a_stuck_reader_and_a_waiting_request(
     assert took < GRACE + 4
     stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
     assert "Traceback" not in stderr
+    ends = [json.loads(x) for x in stderr.splitlines() if '"request_end"' in x]
+    ends = [e for e in ends if e["path"] == "/v1/messages"]
+    # the server ended all three, and says so (not "client_closed")
+    assert sorted((e["status"], e["outcome"]) for e in ends) == [
+        (200, "shutdown"),
+        (529, "shutdown"),
+        (529, "shutdown"),
+    ]
+    assert all(e["level"] == "warning" for e in ends)
