@@ -17,6 +17,7 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+from .anthropic.signatures import Signer
 from .count_tokens import TokenCounter
 from .handlers import add_routes
 from .keys import (
@@ -37,7 +38,6 @@ from .middleware import InFlight, make_middleware
 from .routing import Router
 from .settings import Settings, UpstreamSettings
 from .startup import api_keys_from, signing_keys
-from .translate.common import Signer
 from .upstream import UpstreamClient
 
 #: Seconds aiohttp gives handlers to finish after ``on_shutdown`` (``shutdown_timeout``). By then

@@ -20,11 +20,11 @@ from typing import Any, Final
 import msgspec
 import orjson
 
+from .encoding import encode_json
 from .errors import GatewayError
 from .logs import log_event
 from .middleware import RequestContext
 from .settings import Route
-from .translate.common import encode_json
 from .upstream import UpstreamClient
 
 #: Keys the Responses ``input_tokens`` endpoint accepts (openai ``input_token_count_params``).

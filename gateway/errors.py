@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Protocol
 
 import orjson
 
@@ -278,3 +278,53 @@ def from_upstream_failure(
     ):
         return InvalidRequestError(text)
     return APIError(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Upstream answers that are not answers
+
+#: How much of a decoder's complaint about an upstream body or event an error message quotes.
+_MAX_REASON: Final = 200
+
+
+def clip(reason: str) -> str:
+    """``reason`` cut to 200 characters (an ellipsis marks the cut), for error messages."""
+    return reason if len(reason) <= _MAX_REASON else reason[:_MAX_REASON] + "…"
+
+
+def invalid_response(reason: str) -> BadGatewayError:
+    """A body that does not decode, or is not a finished answer (``reason`` is clipped)."""
+    return BadGatewayError(f"upstream returned an invalid response: {clip(reason)}")
+
+
+#: A 200 whose body holds no answer at all (``{}``, no ``output`` / ``choices``): never an
+#: empty message (issue 10 item 10).
+NO_RESPONSE: Final = "upstream answered 200 without a response"
+
+
+def invalid_event(what: str, reason: str) -> APIError:
+    """The error for an upstream event (or part of one) that does not decode."""
+    return APIError(f"upstream sent an invalid {what}: {clip(reason)}")
+
+
+class ErrorObject(Protocol):
+    """An upstream error object: Responses' ``error`` and Chat's ``{"error": …}`` have the
+    same three fields."""
+
+    @property
+    def code(self) -> str | int | None: ...
+
+    @property
+    def type(self) -> str | None: ...
+
+    @property
+    def message(self) -> str | None: ...
+
+
+def failure_error(error: ErrorObject | None) -> GatewayError:
+    """An upstream error object (``response.failed``, a failed body, a Chat error chunk) →
+    GatewayError by its code (errors.from_upstream_failure), falling back to its type."""
+    if error is None:
+        return from_upstream_failure(None, None)
+    code = error.code if error.code is not None else error.type
+    return from_upstream_failure(None if code is None else str(code), error.message)

@@ -14,6 +14,11 @@ import msgspec
 import orjson
 from aiohttp import StreamReader, web
 
+from .anthropic.ids import message_id
+from .anthropic.request import session_id_from
+from .anthropic.signatures import Signer
+from .anthropic.tools import tool_name_map
+from .encoding import encode_json
 from .errors import (
     GatewayTimeoutError,
     InvalidRequestError,
@@ -33,13 +38,12 @@ from .schemas.anthropic import (
     MessagesRequest,
 )
 from .settings import Route
-from .translate.common import Signer, encode_json, message_id
 from .translate.from_chat import from_chat
 from .translate.from_responses import from_responses
 from .translate.stream_chat import ChatStreamTranslator
 from .translate.stream_responses import ResponsesStreamTranslator
 from .translate.to_chat import to_chat
-from .translate.to_responses import session_id_from, to_responses, tool_name_map
+from .translate.to_responses import to_responses
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,13 @@ from typing import Final
 
 from aiohttp import web
 
+from .anthropic.signatures import Signer
 from .count_tokens import TokenCounter
 from .lifecycle import Lifecycle
 from .metrics import Metrics
 from .middleware import InFlight
 from .routing import Router
 from .settings import Settings
-from .translate.common import Signer
 from .upstream import UpstreamClient
 
 SETTINGS: Final = web.AppKey("settings", Settings)

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from .anthropic.ids import random_b62
 from .errors import (
     APIError,
     AuthenticationError,
@@ -31,7 +32,6 @@ from .errors import (
 )
 from .logs import correlation_id, log_event, log_exception
 from .schemas.anthropic import Usage
-from .translate.common import random_b62
 
 try:  # the kernel's send queue per socket: Linux and the BSDs
     import fcntl

@@ -6,16 +6,24 @@ import re
 
 import pytest
 
+from gateway.anthropic.ids import (
+    call_id_to_upstream,
+    message_id,
+    request_id,
+    tool_use_id_from_upstream,
+)
+from gateway.anthropic.signatures import Signer
+from gateway.anthropic.stop import stop_reason
+from gateway.anthropic.usage import usage_from_chat, usage_from_responses
 from gateway.schemas.anthropic import Usage
-from gateway.translate import common
 
 KEY = b"k" * 32
 
 
 def test_ids_shape() -> None:
-    assert re.fullmatch(r"msg_[0-9A-Za-z]{24}", common.message_id())
-    assert re.fullmatch(r"req_[0-9A-Za-z]{24}", common.request_id())
-    assert common.message_id() != common.message_id()
+    assert re.fullmatch(r"msg_[0-9A-Za-z]{24}", message_id())
+    assert re.fullmatch(r"req_[0-9A-Za-z]{24}", request_id())
+    assert message_id() != message_id()
 
 
 @pytest.mark.parametrize(
@@ -27,39 +35,39 @@ def test_ids_shape() -> None:
     ],
 )
 def test_tool_use_id_from_upstream(call_id: str, expected: str) -> None:
-    out = common.tool_use_id_from_upstream(call_id)
+    out = tool_use_id_from_upstream(call_id)
     assert re.fullmatch(r"[A-Za-z0-9_-]+", out)
     assert out.startswith(expected)
-    assert out == common.tool_use_id_from_upstream(call_id)  # deterministic
+    assert out == tool_use_id_from_upstream(call_id)  # deterministic
 
 
 def test_missing_call_id_gets_toolu() -> None:
-    assert re.fullmatch(r"toolu_[0-9A-Za-z]{24}", common.tool_use_id_from_upstream(None))
+    assert re.fullmatch(r"toolu_[0-9A-Za-z]{24}", tool_use_id_from_upstream(None))
 
 
 def test_call_id_to_upstream_limits_length_stably() -> None:
-    assert common.call_id_to_upstream("toolu_01ABC") == "toolu_01ABC"
+    assert call_id_to_upstream("toolu_01ABC") == "toolu_01ABC"
     long = "toolu_" + "x" * 100
-    out = common.call_id_to_upstream(long)
+    out = call_id_to_upstream(long)
     assert len(out) == 64
-    assert out == common.call_id_to_upstream(long)
-    assert out != common.call_id_to_upstream(long + "y")
+    assert out == call_id_to_upstream(long)
+    assert out != call_id_to_upstream(long + "y")
 
 
 def test_signer_round_trip_and_forgery() -> None:
-    signer = common.Signer(KEY)
+    signer = Signer(KEY)
     token = signer.encode("rs_123", "gAAAAB-enc")
     assert token.startswith("gw1.")
     assert signer.decode(token) == ("rs_123", "gAAAAB-enc")
     assert signer.decode(signer.encode("rs_1", None)) == ("rs_1", None)
-    assert common.Signer(b"other-key-0123456789").decode(token) is None
+    assert Signer(b"other-key-0123456789").decode(token) is None
     body, mac = token[4:].split(".")
     assert signer.decode(f"gw1.{body}x.{mac}") is None
     assert signer.decode(f"gw1.{body}.{mac[:-1]}A") is None
     for foreign in ("", "EqQBCkgIARABGAIiQL", "gw1.", "gw1.abc"):
         assert signer.decode(foreign) is None
     with pytest.raises(ValueError):
-        common.Signer(b"short")
+        Signer(b"short")
 
 
 @pytest.mark.parametrize(
@@ -75,7 +83,7 @@ def test_signer_round_trip_and_forgery() -> None:
     ],
 )
 def test_stop_reason_precedence(kwargs: dict[str, object], expected: str) -> None:
-    assert common.stop_reason(**kwargs) == expected  # type: ignore[arg-type]
+    assert stop_reason(**kwargs) == expected  # type: ignore[arg-type]
 
 
 def test_usage_from_responses_splits_cache() -> None:
@@ -86,13 +94,13 @@ def test_usage_from_responses_splits_cache() -> None:
         "output_tokens_details": {"reasoning_tokens": 22},
         "total_tokens": 1540,
     }
-    assert common.usage_from_responses(u) == Usage(
+    assert usage_from_responses(u) == Usage(
         input_tokens=376,
         output_tokens=40,
         cache_creation_input_tokens=100,
         cache_read_input_tokens=1024,
     )
-    assert common.usage_from_responses(None) == Usage(input_tokens=0, output_tokens=0)
+    assert usage_from_responses(None) == Usage(input_tokens=0, output_tokens=0)
 
 
 def test_usage_from_chat() -> None:
@@ -101,7 +109,7 @@ def test_usage_from_chat() -> None:
         "completion_tokens": 7,
         "prompt_tokens_details": {"cached_tokens": 1280},
     }
-    assert common.usage_from_chat(u) == Usage(
+    assert usage_from_chat(u) == Usage(
         input_tokens=720,
         output_tokens=7,
         cache_creation_input_tokens=0,

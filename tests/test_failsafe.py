@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from gateway import errors
+from gateway.anthropic.signatures import Signer
 from gateway.mock_upstream import Script, Text
-from gateway.translate.common import Signer
 from tests.conftest import UPSTREAM_KEY, UPSTREAM_KEY_ENV, GatewayFactory, Upstream
 from tests.faults.support import unanswered_port
 from tests.test_faults import assert_clean, body, error_of, send

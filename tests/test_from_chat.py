@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from gateway import errors
+from gateway.anthropic.signatures import Signer
 from gateway.schemas.anthropic import MessageResponse
-from gateway.translate.common import Signer
 from gateway.translate.from_chat import from_chat
 
 CORPUS = Path(os.environ.get("GATEWAY_CORPUS", "/work/shared/corpus"))

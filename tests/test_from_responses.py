@@ -11,6 +11,8 @@ import orjson
 import pytest
 
 from gateway import errors
+from gateway.anthropic.signatures import Signer
+from gateway.anthropic.tools import tool_input, tool_input_json
 from gateway.schemas.anthropic import (
     RESPONSE_ENCODER,
     MessageResponse,
@@ -20,8 +22,7 @@ from gateway.schemas.anthropic import (
     OutToolUse,
     Usage,
 )
-from gateway.translate.common import Signer
-from gateway.translate.from_responses import from_responses, tool_input, tool_input_json
+from gateway.translate.from_responses import from_responses
 
 CORPUS = Path("/work/shared/corpus")
 SIGNER = Signer(b"test-signing-key-0123456789")

@@ -26,14 +26,15 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.anthropic.signatures import Signer
 from gateway.app import create_app
+from gateway.encoding import encode_json
 from gateway.errors import InvalidRequestError
 from gateway.handlers import DIALECTS, decode_request, translate_request
 from gateway.mock_upstream import start_mock
 from gateway.schemas.anthropic import MessageResponse
 from gateway.settings import Route
 from gateway.sse import SSEDecoder, SSEError, encode_frame
-from gateway.translate.common import Signer, encode_json
 from gateway.translate.stream_responses import ResponsesStreamTranslator
 from tests.anthropic_grammar import check_stream, parse_frames
 from tests.conftest import UPSTREAM_KEY_ENV, make_settings

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.translate.stop_sequences import StopSequenceScanner, cut_at_stop_sequence
+from gateway.anthropic.stop_sequences import StopSequenceScanner, cut_at_stop_sequence
 
 
 def reference_cut(text: str, sequences: list[str]) -> tuple[str, str | None]:

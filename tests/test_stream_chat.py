@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway import errors
+from gateway.anthropic import ids
+from gateway.anthropic.signatures import Signer
 from gateway.sse import SSEDecoder, SSEEvent
-from gateway.translate import common
-from gateway.translate.common import Signer
 from gateway.translate.from_chat import from_chat
 from gateway.translate.stream_chat import ChatStreamTranslator
 from tests.anthropic_grammar import check_stream
@@ -55,7 +55,7 @@ REQ_ID = "req_golden"
 def minted_ids(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Deterministic ``toolu_`` ids for calls without an id: 0001…, restarted per translation
     (``reset_mint``), so a stream and its non-stream body mint the same ids."""
-    monkeypatch.setattr(common, "random_b62", _mint)
+    monkeypatch.setattr(ids, "random_b62", _mint)
     yield
 
 

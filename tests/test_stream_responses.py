@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway import errors
+from gateway.anthropic.signatures import Signer
 from gateway.sse import SSEDecoder, SSEEvent
-from gateway.translate.common import Signer
 from gateway.translate.from_responses import from_responses
 from gateway.translate.stream_responses import ResponsesStreamTranslator
 from tests.anthropic_grammar import check_stream, parse_frames

@@ -16,12 +16,13 @@ from typing import Any
 import msgspec
 import pytest
 
+from gateway.anthropic.ids import call_id_to_upstream
+from gateway.anthropic.signatures import Signer
+from gateway.anthropic.tool_schema import upstream_tool_name
 from gateway.errors import InvalidRequestError
 from gateway.schemas.anthropic import REQUEST_DECODER, MessagesRequest
 from gateway.settings import Route
-from gateway.translate.common import Signer, call_id_to_upstream
 from gateway.translate.to_chat import IMAGE_OMITTED, to_chat
-from gateway.translate.tool_schema import upstream_tool_name
 from tests.fixtures.claude_code import claude_code_request
 from tests.test_to_responses import (
     assistant,

@@ -32,7 +32,20 @@ from typing import Any
 
 import msgspec
 
-from ..errors import BadGatewayError, GatewayError, from_upstream_failure
+from ..anthropic.ids import message_id, tool_use_id_from_upstream
+from ..anthropic.signatures import Signer
+from ..anthropic.stop import stop_reason
+from ..anthropic.stop_sequences import cut_at_stop_sequence
+from ..anthropic.tools import client_tool_name, tool_input
+from ..anthropic.usage import estimate_tokens, usage_from_chat
+from ..errors import (
+    NO_RESPONSE,
+    BadGatewayError,
+    GatewayError,
+    failure_error,
+    from_upstream_failure,
+    invalid_response,
+)
 from ..schemas.anthropic import (
     MessageResponse,
     OutBlock,
@@ -50,22 +63,6 @@ from ..schemas.openai_chat import (
     Content,
     ToolCall,
 )
-from .common import (
-    Signer,
-    estimate_tokens,
-    message_id,
-    stop_reason,
-    tool_use_id_from_upstream,
-    usage_from_chat,
-)
-from .from_responses import (
-    NO_RESPONSE,
-    client_tool_name,
-    failure_error,
-    invalid_response,
-    tool_input,
-)
-from .stop_sequences import cut_at_stop_sequence
 
 __all__ = [
     "chat_error",

@@ -20,12 +20,16 @@ Rules (identical in ``stream_responses``):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final, Protocol
 
 import msgspec
-import orjson
 
-from ..errors import BadGatewayError, GatewayError, from_upstream_failure
+from ..anthropic.ids import message_id, tool_use_id_from_upstream
+from ..anthropic.signatures import Signer
+from ..anthropic.stop import POLICY_REFUSAL_CODES, stop_reason
+from ..anthropic.stop_sequences import cut_at_stop_sequence
+from ..anthropic.tools import client_tool_name, tool_input
+from ..anthropic.usage import estimate_tokens, usage_from_responses
+from ..errors import NO_RESPONSE, BadGatewayError, failure_error, invalid_response
 from ..schemas.anthropic import (
     MessageResponse,
     OutBlock,
@@ -43,79 +47,12 @@ from ..schemas.openai_responses import (
     ResponseUsage,
     decode_item,
 )
-from .common import (
-    POLICY_REFUSAL_CODES,
-    Signer,
-    estimate_tokens,
-    message_id,
-    stop_reason,
-    tool_use_id_from_upstream,
-    usage_from_responses,
-)
-from .stop_sequences import cut_at_stop_sequence
 
-__all__ = [
-    "NO_RESPONSE",
-    "ErrorObject",
-    "client_tool_name",
-    "clip",
-    "failure_error",
-    "final_usage",
-    "from_responses",
-    "invalid_response",
-    "message_text",
-    "reasoning_block",
-    "reasoning_text",
-    "tool_input",
-    "tool_input_json",
-]
+__all__ = ["final_usage", "from_responses", "message_text", "reasoning_block", "reasoning_text"]
 
-#: How much of a decoder's complaint about an upstream body or event an error message quotes.
-_MAX_REASON: Final = 200
 
 # ---------------------------------------------------------------------------------------------
 # Shared helpers (also used by stream_responses, and by the Chat translators)
-
-
-def client_tool_name(name: str | None, tool_names: Mapping[str, str] | None) -> str:
-    """The client's tool name for an upstream function name (unchanged when not mapped)."""
-    name = name or ""
-    if tool_names:
-        return tool_names.get(name, name)
-    return name
-
-
-def tool_input(arguments: str | None) -> Any:
-    """Upstream ``arguments`` string → Anthropic ``tool_use.input`` (always a JSON object).
-
-    ``input`` must be an object (protocol.md §10 item 5); a model that emits broken JSON
-    must not fail the whole answer, so invalid JSON becomes ``{}`` and any other JSON value
-    is wrapped as ``{"value": v}``.
-    """
-    if not arguments or not arguments.strip():
-        return {}
-    try:
-        value = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {"value": value}
-
-
-def tool_input_json(arguments: str | None) -> str:
-    """The one ``input_json_delta`` for arguments that arrived whole (no usable deltas).
-
-    The upstream text itself when it parses to an object (nothing re-serialised), else the
-    JSON of :func:`tool_input`: the client's accumulator re-parses the concatenated partials
-    and raises on anything that does not start a JSON value (protocol.md §3.4 item 4).
-    """
-    text = (arguments or "").strip()
-    if text.startswith("{"):
-        try:
-            if isinstance(orjson.loads(text), dict):
-                return text
-        except orjson.JSONDecodeError:
-            pass
-    return orjson.dumps(tool_input(arguments)).decode()
 
 
 def message_text(item: MessageItem) -> tuple[str, bool]:
@@ -160,44 +97,6 @@ def final_usage(usage: ResponseUsage | None, *, input_tokens: int, output_chars:
     if usage is None or not (usage.input_tokens or usage.output_tokens):
         return Usage(input_tokens=input_tokens, output_tokens=estimate_tokens(output_chars))
     return usage_from_responses(usage)
-
-
-class ErrorObject(Protocol):
-    """An upstream error object: Responses' ``error`` and Chat's ``{"error": …}`` have the
-    same three fields."""
-
-    @property
-    def code(self) -> str | int | None: ...
-
-    @property
-    def type(self) -> str | None: ...
-
-    @property
-    def message(self) -> str | None: ...
-
-
-def failure_error(error: ErrorObject | None) -> GatewayError:
-    """An upstream error object (``response.failed``, a failed body, a Chat error chunk) →
-    GatewayError by its code (errors.from_upstream_failure), falling back to its type."""
-    if error is None:
-        return from_upstream_failure(None, None)
-    code = error.code if error.code is not None else error.type
-    return from_upstream_failure(None if code is None else str(code), error.message)
-
-
-def clip(reason: str) -> str:
-    """``reason`` cut to 200 characters (an ellipsis marks the cut), for error messages."""
-    return reason if len(reason) <= _MAX_REASON else reason[:_MAX_REASON] + "…"
-
-
-def invalid_response(reason: str) -> BadGatewayError:
-    """A body that does not decode, or is not a finished answer (``reason`` is clipped)."""
-    return BadGatewayError(f"upstream returned an invalid response: {clip(reason)}")
-
-
-#: A 200 whose body holds no answer at all (``{}``, no ``output`` / ``choices``): never an
-#: empty message (issue 10 item 10).
-NO_RESPONSE: Final = "upstream answered 200 without a response"
 
 
 # ---------------------------------------------------------------------------------------------

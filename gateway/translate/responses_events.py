@@ -17,6 +17,10 @@ from typing import TYPE_CHECKING, Any, Final, get_args
 import msgspec
 import orjson
 
+from ..anthropic.frames import DELTA_END
+from ..anthropic.stop import POLICY_REFUSAL_CODES
+from ..anthropic.stream import ARGS_LIVE, ARGS_WHOLE, DONE, IDLE, TEXT, THINK, TOOL
+from ..errors import failure_error, invalid_event
 from ..schemas.openai_responses import (
     ErrorEvent,
     FunctionCallArgumentsDelta,
@@ -39,10 +43,6 @@ from ..schemas.openai_responses import (
     UnknownEvent,
     decode_item,
 )
-from .common import POLICY_REFUSAL_CODES
-from .frames import DELTA_END
-from .from_responses import failure_error
-from .stream_base import ARGS_LIVE, ARGS_WHOLE, DONE, IDLE, TEXT, THINK, TOOL, invalid_event
 
 if TYPE_CHECKING:
     from .stream_responses import ResponsesStreamTranslator

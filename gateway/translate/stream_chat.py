@@ -40,14 +40,9 @@ from typing import Any, Final
 import msgspec
 import orjson
 
-from ..errors import APIError
-from ..schemas.openai_chat import CHUNK_DECODER, ChunkChoice, Delta, FunctionFragment
-from ..sse import SSEEvent
-from .frames import DELTA_END
-from .from_chat import chat_error, chat_stop_reason, chat_usage, content_text, server_stop_sequence
-from .from_responses import tool_input_json
-from .stop_sequences import StopSequenceScanner
-from .stream_base import (
+from ..anthropic.frames import DELTA_END
+from ..anthropic.stop_sequences import StopSequenceScanner
+from ..anthropic.stream import (
     ARGS_FIRST,
     ARGS_LIVE,
     ARGS_WHOLE,
@@ -59,8 +54,12 @@ from .stream_base import (
     TOOL,
     BaseStreamTranslator,
     Part,
-    invalid_event,
 )
+from ..anthropic.tools import tool_input_json
+from ..errors import APIError, invalid_event
+from ..schemas.openai_chat import CHUNK_DECODER, ChunkChoice, Delta, FunctionFragment
+from ..sse import SSEEvent
+from .from_chat import chat_error, chat_stop_reason, chat_usage, content_text, server_stop_sequence
 
 __all__ = ["ChatStreamTranslator"]
 

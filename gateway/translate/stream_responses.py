@@ -22,7 +22,24 @@ from typing import Final
 
 import msgspec
 
-from ..errors import APIError
+from ..anthropic.frames import block_start_frame, block_stop_frame, signature_delta_frame
+from ..anthropic.stop import stop_reason
+from ..anthropic.stop_sequences import StopSequenceScanner
+from ..anthropic.stream import (
+    ARGS_FIRST,
+    ARGS_LIVE,
+    ARGS_WHOLE,
+    DONE,
+    OPEN,
+    TEXT,
+    THINK,
+    TOOL,
+    WAITING,
+    BaseStreamTranslator,
+    Part,
+)
+from ..anthropic.tools import tool_input_json
+from ..errors import APIError, invalid_event
 from ..schemas.openai_responses import (
     FunctionCallItem,
     MessageItem,
@@ -36,30 +53,8 @@ from ..schemas.openai_responses import (
     decode_untyped_error,
 )
 from ..sse import SSEEvent
-from .common import stop_reason
-from .frames import block_start_frame, block_stop_frame, signature_delta_frame
-from .from_responses import (
-    final_usage,
-    message_text,
-    reasoning_text,
-    tool_input_json,
-)
+from .from_responses import final_usage, message_text, reasoning_text
 from .responses_events import HANDLERS
-from .stop_sequences import StopSequenceScanner
-from .stream_base import (
-    ARGS_FIRST,
-    ARGS_LIVE,
-    ARGS_WHOLE,
-    DONE,
-    OPEN,
-    TEXT,
-    THINK,
-    TOOL,
-    WAITING,
-    BaseStreamTranslator,
-    Part,
-    invalid_event,
-)
 
 __all__ = ["ResponsesStreamTranslator"]
 

@@ -19,6 +19,26 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from ..anthropic.ids import call_id_to_upstream
+from ..anthropic.parts import (
+    NO_RESULT,
+    document_parts,
+    image_url,
+    search_result_text,
+    tool_reference_text,
+    tool_result_parts,
+)
+from ..anthropic.request import (
+    output_schema,
+    sha_hex,
+    system_message_texts,
+    system_text,
+    thinking_effort,
+    tool_choice_plan,
+)
+from ..anthropic.signatures import Signer
+from ..anthropic.tool_schema import clean_schema, upstream_tool_name
+from ..anthropic.tools import is_custom_tool, tool_arguments
 from ..errors import InvalidRequestError
 from ..schemas.anthropic import (
     DocumentBlock,
@@ -33,24 +53,6 @@ from ..schemas.anthropic import (
     ToolUseBlock,
 )
 from ..settings import Route
-from .common import Signer, call_id_to_upstream
-from .content import (
-    NO_RESULT,
-    document_parts,
-    image_url,
-    is_custom_tool,
-    output_schema,
-    search_result_text,
-    sha_hex,
-    system_message_texts,
-    system_text,
-    thinking_effort,
-    tool_arguments,
-    tool_choice_plan,
-    tool_reference_text,
-    tool_result_parts,
-)
-from .tool_schema import clean_schema, upstream_tool_name
 
 __all__ = ["IMAGE_OMITTED", "MAX_STOP", "to_chat"]
 

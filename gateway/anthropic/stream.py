@@ -26,11 +26,9 @@ from typing import Any, ClassVar, Final, Generic, TypeVar
 
 import orjson
 
-from ..errors import APIError, GatewayError, error_body
+from ..errors import GatewayError, error_body
 from ..schemas.anthropic import StopReason, Usage
 from ..sse import SSEEvent, encode_frame
-from .common import Signer, estimate_tokens, tool_use_id_from_upstream
-from .common import message_id as new_message_id
 from .frames import (
     DELTA_END,
     DELTA_HEAD,
@@ -42,7 +40,11 @@ from .frames import (
     message_delta_frame,
     message_start_frame,
 )
-from .from_responses import client_tool_name, clip
+from .ids import message_id as new_message_id
+from .ids import tool_use_id_from_upstream
+from .signatures import Signer
+from .tools import client_tool_name
+from .usage import estimate_tokens
 
 __all__ = [
     "ARGS_FIRST",
@@ -57,7 +59,6 @@ __all__ = [
     "WAITING",
     "BaseStreamTranslator",
     "Part",
-    "invalid_event",
 ]
 
 # Part kinds: the Anthropic block a part maps to. Values index DELTA_KIND.
@@ -97,11 +98,6 @@ class Part:
 
 
 P = TypeVar("P", bound=Part)
-
-
-def invalid_event(what: str, reason: str) -> APIError:
-    """The error for an upstream event (or part of one) that does not decode."""
-    return APIError(f"upstream sent an invalid {what}: {clip(reason)}")
 
 
 class BaseStreamTranslator(ABC, Generic[P]):

@@ -1,0 +1,64 @@
+"""Thinking signatures (protocol.md §9.10, issue 4): a versioned, HMAC-signed envelope of the
+reasoning item a thinking block came from, verified by a key ring (issue 11)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Sequence
+from typing import Any, Final
+
+import orjson
+
+SIGNATURE_PREFIX: Final = "gw1."
+
+
+class Signer:
+    """Mints and verifies the ``signature`` of thinking blocks we produce.
+
+    Token: ``gw1.<b64url(json {"id": rs_id, "enc": encrypted_content})>.<b64url(hmac16)>``.
+    Only tokens minted with this key decode; anything else (real Claude signatures, empty
+    strings, edits) decodes to None and the block is dropped before the upstream.
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: bytes | Sequence[bytes]) -> None:
+        """``keys``: one key, or a ring (newest first) for rotation across a fleet: tokens
+        are signed with the first and verified with any, so a new key can be added first
+        everywhere and the old one dropped once no client still holds its tokens."""
+        ring = (keys,) if isinstance(keys, bytes) else tuple(keys)
+        if not ring or any(len(k) < 16 for k in ring):
+            raise ValueError("signing keys must be at least 16 bytes")
+        self._keys = ring
+
+    @staticmethod
+    def _mac(key: bytes, payload: bytes) -> str:
+        digest = hmac.new(key, payload, hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def encode(self, item_id: str, encrypted_content: str | None) -> str:
+        payload = base64.urlsafe_b64encode(
+            orjson.dumps({"id": item_id, "enc": encrypted_content})
+        ).rstrip(b"=")
+        return f"{SIGNATURE_PREFIX}{payload.decode()}.{self._mac(self._keys[0], payload)}"
+
+    def decode(self, token: str) -> tuple[str, str | None] | None:
+        """``(reasoning item id, encrypted_content)`` for a genuine token, else None."""
+        if not token.startswith(SIGNATURE_PREFIX):
+            return None
+        body, _, mac = token[len(SIGNATURE_PREFIX) :].partition(".")
+        if not mac:
+            return None
+        raw = body.encode()
+        if not any(hmac.compare_digest(mac, self._mac(key, raw)) for key in self._keys):
+            return None
+        try:
+            doc: Any = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        except (ValueError, orjson.JSONDecodeError):
+            return None
+        if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
+            return None
+        enc = doc.get("enc")
+        return doc["id"], enc if isinstance(enc, str) else None
