@@ -6,8 +6,6 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
@@ -18,6 +16,7 @@ from .anthropic.ids import message_id
 from .anthropic.request import session_id_from
 from .anthropic.signatures import Signer
 from .anthropic.tools import tool_name_map
+from .dialects import DIALECTS, Dialect
 from .encoding import encode_json
 from .errors import (
     GatewayTimeoutError,
@@ -29,47 +28,14 @@ from .errors import (
 from .keys import COUNTER, IN_FLIGHT, LIFECYCLE, METRICS, ROUTER, SETTINGS, SIGNER, UPSTREAM
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .middleware import CTX_KEY, RequestContext
-from .relay import StreamTranslator, relay
+from .relay import relay
 from .schemas.anthropic import (
     COUNT_TOKENS_DECODER,
     REQUEST_DECODER,
     RESPONSE_ENCODER,
-    MessageResponse,
     MessagesRequest,
 )
 from .settings import Route
-from .translate.from_chat import from_chat
-from .translate.from_responses import from_responses
-from .translate.stream_chat import ChatStreamTranslator
-from .translate.stream_responses import ResponsesStreamTranslator
-from .translate.to_chat import to_chat
-from .translate.to_responses import to_responses
-
-
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    """How one upstream wire dialect is spoken: path, request/response/stream translators."""
-
-    path: str
-    to_upstream: Callable[..., dict[str, Any]]
-    from_upstream: Callable[..., MessageResponse]
-    stream_translator: Callable[..., StreamTranslator]
-
-
-DIALECTS: Final[dict[str, Dialect]] = {
-    "responses": Dialect(
-        path="/responses",
-        to_upstream=to_responses,
-        from_upstream=from_responses,
-        stream_translator=ResponsesStreamTranslator,
-    ),
-    "chat": Dialect(
-        path="/chat/completions",
-        to_upstream=to_chat,
-        from_upstream=from_chat,
-        stream_translator=ChatStreamTranslator,
-    ),
-}
 
 
 def _validation_message(exc: msgspec.ValidationError) -> str:

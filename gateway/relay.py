@@ -11,36 +11,17 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
 
+from .dialects.base import StreamTranslator
 from .errors import APIError, GatewayError, GatewayTimeoutError
 from .middleware import CORRELATION_HEADER, RequestContext, StallCheck, reset_connection
-from .schemas.anthropic import Usage
-from .sse import SSEDecoder, SSEError, SSEEvent
+from .sse import SSEDecoder, SSEError
 
 PING_FRAME: Final = b'event: ping\ndata: {"type":"ping"}\n\n'
-
-
-class StreamTranslator(Protocol):
-    """The incremental contract every upstream stream dialect implements."""
-
-    @property
-    def done(self) -> bool: ...
-    @property
-    def usage(self) -> Usage: ...
-    @property
-    def stop_reason(self) -> str | None: ...
-    @property
-    def frames_out(self) -> int: ...
-    @property
-    def error(self) -> GatewayError | None: ...
-
-    def feed(self, event: SSEEvent) -> list[bytes]: ...
-    def finish(self) -> list[bytes]: ...
-    def fail(self, err: GatewayError) -> list[bytes]: ...
 
 
 class StreamAbort(Exception):

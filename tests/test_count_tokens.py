@@ -147,9 +147,9 @@ def test_local_count_o200k() -> None:
 
 def test_local_count_claude_code_shape_is_plausible() -> None:
     from gateway.anthropic.signatures import Signer
+    from gateway.dialects.responses.request import to_responses
     from gateway.schemas.anthropic import REQUEST_DECODER
     from gateway.settings import Route
-    from gateway.translate.to_responses import to_responses
 
     body = orjson.dumps(claude_code_request(turns=30, tools=22, system_kb=20))
     route = Route(

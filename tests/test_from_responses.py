@@ -13,6 +13,7 @@ import pytest
 from gateway import errors
 from gateway.anthropic.signatures import Signer
 from gateway.anthropic.tools import tool_input, tool_input_json
+from gateway.dialects.responses.response import from_responses
 from gateway.schemas.anthropic import (
     RESPONSE_ENCODER,
     MessageResponse,
@@ -22,7 +23,6 @@ from gateway.schemas.anthropic import (
     OutToolUse,
     Usage,
 )
-from gateway.translate.from_responses import from_responses
 
 CORPUS = Path("/work/shared/corpus")
 SIGNER = Signer(b"test-signing-key-0123456789")

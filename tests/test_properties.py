@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from gateway.anthropic.signatures import Signer
 from gateway.app import create_app
+from gateway.dialects.responses.stream import ResponsesStreamTranslator
 from gateway.encoding import encode_json
 from gateway.errors import InvalidRequestError
 from gateway.handlers import DIALECTS, decode_request, translate_request
@@ -35,7 +36,6 @@ from gateway.mock_upstream import start_mock
 from gateway.schemas.anthropic import MessageResponse
 from gateway.settings import Route
 from gateway.sse import SSEDecoder, SSEError, encode_frame
-from gateway.translate.stream_responses import ResponsesStreamTranslator
 from tests.anthropic_grammar import check_stream, parse_frames
 from tests.conftest import UPSTREAM_KEY_ENV, make_settings
 from tests.fixtures.claude_code import claude_code_request

@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 from gateway import errors
 from gateway.anthropic import ids
 from gateway.anthropic.signatures import Signer
+from gateway.dialects.chat.response import from_chat
+from gateway.dialects.chat.stream import ChatStreamTranslator
 from gateway.sse import SSEDecoder, SSEEvent
-from gateway.translate.from_chat import from_chat
-from gateway.translate.stream_chat import ChatStreamTranslator
 from tests.anthropic_grammar import check_stream
 from tests.stream_support import (
     BLOCK_KEYS,

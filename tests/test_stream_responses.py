@@ -27,9 +27,9 @@ from hypothesis import strategies as st
 
 from gateway import errors
 from gateway.anthropic.signatures import Signer
+from gateway.dialects.responses.response import from_responses
+from gateway.dialects.responses.stream import ResponsesStreamTranslator
 from gateway.sse import SSEDecoder, SSEEvent
-from gateway.translate.from_responses import from_responses
-from gateway.translate.stream_responses import ResponsesStreamTranslator
 from tests.anthropic_grammar import check_stream, parse_frames
 from tests.stream_support import (
     BLOCK_KEYS,

@@ -1,4 +1,4 @@
-"""Tests for gateway.translate.to_chat (Anthropic Messages → Chat Completions payload).
+"""Tests for gateway.dialects.chat.request (Anthropic Messages → Chat Completions payload).
 
 Every request is decoded from JSON bytes with the real ``REQUEST_DECODER``; expected payloads
 are exact. Each translation also goes through ``validate_chat_request``, the Chat rules that
@@ -19,10 +19,10 @@ import pytest
 from gateway.anthropic.ids import call_id_to_upstream
 from gateway.anthropic.signatures import Signer
 from gateway.anthropic.tool_schema import upstream_tool_name
+from gateway.dialects.chat.request import IMAGE_OMITTED, to_chat
 from gateway.errors import InvalidRequestError
 from gateway.schemas.anthropic import REQUEST_DECODER, MessagesRequest
 from gateway.settings import Route
-from gateway.translate.to_chat import IMAGE_OMITTED, to_chat
 from tests.fixtures.claude_code import claude_code_request
 from tests.test_to_responses import (
     assistant,

@@ -1,4 +1,4 @@
-"""Tests for gateway.translate.to_responses and gateway.translate.tool_schema.
+"""Tests for gateway.dialects.responses.request and gateway.anthropic.tool_schema.
 
 Every request is decoded from JSON bytes with the real ``REQUEST_DECODER``, so the msgspec
 structs are exercised as in production. Expected payloads are exact. References are to
@@ -26,10 +26,10 @@ from gateway.anthropic.request import session_id_from
 from gateway.anthropic.signatures import Signer
 from gateway.anthropic.tool_schema import clean_schema, upstream_tool_name
 from gateway.anthropic.tools import tool_name_map
+from gateway.dialects.responses.request import to_responses
 from gateway.errors import InvalidRequestError
 from gateway.schemas.anthropic import REQUEST_DECODER, MessagesRequest, ToolUseBlock
 from gateway.settings import Route
-from gateway.translate.to_responses import to_responses
 from tests.fixtures.claude_code import DEFAULT_SESSION_ID, claude_code_request
 
 CORPUS = Path(os.environ.get("GATEWAY_CORPUS", "/work/shared/corpus"))
@@ -1717,7 +1717,7 @@ def test_validator_rejects_broken_inputs() -> None:
 
 def test_module_is_pure() -> None:
     code = (
-        "import sys, gateway.translate.to_responses, gateway.anthropic.tool_schema;"
+        "import sys, gateway.dialects.responses.request, gateway.anthropic.tool_schema;"
         "bad = [m for m in ('aiohttp', 'asyncio') if m in sys.modules];"
         "sys.exit(str(bad) if bad else 0)"
     )

@@ -1,8 +1,7 @@
 """The Anthropic Messages SSE frames every stream translator writes (protocol.md §3.1, §3.3).
 
-Pure: imports neither aiohttp nor asyncio. Shared by :mod:`.stream_base`,
-:mod:`.stream_responses` and :mod:`.stream_chat`; the hot-path deltas are precomputed byte
-prefixes.
+Pure: imports neither aiohttp nor asyncio. Shared by :mod:`.stream` and every dialect's stream
+translator; the hot-path deltas are precomputed byte prefixes.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """What every stream translator shares: the message lifecycle and the block bookkeeping.
 
-Pure: no aiohttp, no asyncio (design.md, house style 1-3). ``stream_responses`` and
-``stream_chat`` subclass :class:`BaseStreamTranslator` and keep only their own event dispatch
+Pure: no aiohttp, no asyncio (design.md, house style 1-3). The dialects' stream translators
+(``dialects/responses/stream.py``, ``dialects/chat/stream.py``) subclass
+:class:`BaseStreamTranslator` and keep only their own event dispatch
 (``feed``, with its hot path inline) and quirks; the relay cannot tell them apart.
 
 Output grammar (protocol.md §3.2, §3.4, §10 items 2-5)::

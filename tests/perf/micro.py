@@ -28,12 +28,12 @@ import orjson
 
 from gateway.anthropic.signatures import Signer
 from gateway.anthropic.tools import tool_name_map
+from gateway.dialects.responses.request import to_responses
+from gateway.dialects.responses.response import from_responses
+from gateway.dialects.responses.stream import ResponsesStreamTranslator
 from gateway.mock_upstream import start_mock
 from gateway.schemas.anthropic import REQUEST_DECODER, RESPONSE_ENCODER, MessagesRequest
 from gateway.sse import SSEDecoder, SSEEvent
-from gateway.translate.from_responses import from_responses
-from gateway.translate.stream_responses import ResponsesStreamTranslator
-from gateway.translate.to_responses import to_responses
 from tests.perf.scenarios import Scenario, build_scenarios
 
 __all__ = ["MicroRow", "run_micro"]

@@ -5,8 +5,8 @@ Pure: no aiohttp, no asyncio (design.md, house style 1-3). The relay feeds each 
 ``fail(err)`` on a transport failure. Mapping rules are the ones in ``from_responses`` (the
 helpers are shared), so a streamed answer accumulates to the same Message as the
 non-streaming one. The lifecycle, the output grammar and the block bookkeeping (our own block
-counter, the open block, the waiting queue) are :mod:`.stream_base`'s; the handler of each
-upstream event class and their dispatch table are :mod:`.responses_events`'s; this module keeps
+counter, the open block, the waiting queue) are :mod:`gateway.anthropic.stream`'s; the handler
+of each upstream event class and their dispatch table are :mod:`.events`'s; this module keeps
 the items by ``output_index``/``item_id`` and what their content does to their blocks.
 
 Interleaving policy (§10 item 3). One block is open at a time. An upstream item whose content
@@ -22,10 +22,10 @@ from typing import Final
 
 import msgspec
 
-from ..anthropic.frames import block_start_frame, block_stop_frame, signature_delta_frame
-from ..anthropic.stop import stop_reason
-from ..anthropic.stop_sequences import StopSequenceScanner
-from ..anthropic.stream import (
+from ...anthropic.frames import block_start_frame, block_stop_frame, signature_delta_frame
+from ...anthropic.stop import stop_reason
+from ...anthropic.stop_sequences import StopSequenceScanner
+from ...anthropic.stream import (
     ARGS_FIRST,
     ARGS_LIVE,
     ARGS_WHOLE,
@@ -38,9 +38,9 @@ from ..anthropic.stream import (
     BaseStreamTranslator,
     Part,
 )
-from ..anthropic.tools import tool_input_json
-from ..errors import APIError, invalid_event
-from ..schemas.openai_responses import (
+from ...anthropic.tools import tool_input_json
+from ...errors import APIError, invalid_event
+from ...schemas.openai_responses import (
     FunctionCallItem,
     MessageItem,
     OutputItem,
@@ -52,16 +52,16 @@ from ..schemas.openai_responses import (
     decode_item,
     decode_untyped_error,
 )
-from ..sse import SSEEvent
-from .from_responses import final_usage, message_text, reasoning_text
-from .responses_events import HANDLERS
+from ...sse import SSEEvent
+from .events import HANDLERS
+from .response import final_usage, message_text, reasoning_text
 
 __all__ = ["ResponsesStreamTranslator"]
 
 _EOF_MESSAGE: Final = "upstream closed the stream before the response completed"
 
-# Item kinds (stream_base): a message item → TEXT, a function_call item → TOOL, a reasoning
-# item → THINK (thinking, or redacted_thinking). Item states: stream_base's; an item whose text
+# Item kinds (anthropic.stream): a message item → TEXT, a function_call item → TOOL, a reasoning
+# item → THINK (thinking, or redacted_thinking). Item states: anthropic.stream's; an item whose text
 # block gave way is IDLE again (a continuation starts a new block).
 
 
@@ -103,7 +103,7 @@ class _Item(Part):
 class ResponsesStreamTranslator(BaseStreamTranslator[_Item]):
     """Translate one Responses stream into Anthropic SSE frames.
 
-    Contract: :class:`~.stream_base.BaseStreamTranslator`'s, and:
+    Contract: :class:`~gateway.anthropic.stream.BaseStreamTranslator`'s, and:
 
     * ``finish()`` at upstream EOF: an error frame (``api_error``) unless a terminal frame was
       already produced.
@@ -236,7 +236,7 @@ class ResponsesStreamTranslator(BaseStreamTranslator[_Item]):
             self._fast_args = it.output_index if it.output_index >= 0 else -2
 
     # -----------------------------------------------------------------------------------------
-    # Blocks (the bookkeeping is stream_base's)
+    # Blocks (the bookkeeping is gateway.anthropic.stream's)
 
     def _closable(self, it: _Item) -> bool:
         """Only a text block gives way (closed early); the others close when their item is

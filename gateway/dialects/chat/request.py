@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from ..anthropic.ids import call_id_to_upstream
-from ..anthropic.parts import (
+from ...anthropic.ids import call_id_to_upstream
+from ...anthropic.parts import (
     NO_RESULT,
     document_parts,
     image_url,
@@ -28,7 +28,7 @@ from ..anthropic.parts import (
     tool_reference_text,
     tool_result_parts,
 )
-from ..anthropic.request import (
+from ...anthropic.request import (
     output_schema,
     sha_hex,
     system_message_texts,
@@ -36,11 +36,11 @@ from ..anthropic.request import (
     thinking_effort,
     tool_choice_plan,
 )
-from ..anthropic.signatures import Signer
-from ..anthropic.tool_schema import clean_schema, upstream_tool_name
-from ..anthropic.tools import is_custom_tool, tool_arguments
-from ..errors import InvalidRequestError
-from ..schemas.anthropic import (
+from ...anthropic.signatures import Signer
+from ...anthropic.tool_schema import clean_schema, upstream_tool_name
+from ...anthropic.tools import is_custom_tool, tool_arguments
+from ...errors import InvalidRequestError
+from ...schemas.anthropic import (
     DocumentBlock,
     ImageBlock,
     Message,
@@ -52,7 +52,7 @@ from ..schemas.anthropic import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from ..settings import Route
+from ...settings import Route
 
 __all__ = ["IMAGE_OMITTED", "MAX_STOP", "to_chat"]
 

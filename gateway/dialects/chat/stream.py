@@ -5,7 +5,7 @@ Pure: no aiohttp, no asyncio (design.md, house style 1-3). Same contract as
 SSE event, ``finish()`` at upstream EOF, ``fail(err)`` on a transport failure. Mapping rules
 are ``from_chat``'s (the helpers are shared), so a streamed answer accumulates to the same
 Message as the non-streaming one. The lifecycle, the output grammar and the block bookkeeping
-are :mod:`.stream_base`'s; this module keeps the chunk dispatch and the segments.
+are :mod:`gateway.anthropic.stream`'s; this module keeps the chunk dispatch and the segments.
 
 Upstream shape (protocol.md §8, INDEX.md facts 20-25): ``data:`` chunks whose single choice
 carries a ``delta`` (``content``, ``refusal``, ``reasoning_content`` / ``reasoning``,
@@ -24,7 +24,7 @@ gets a minted ``toolu_`` id; a call's block starts when its name is known (it ma
 the id, protocol.md §10.12). Text and thinking that are only whitespace so far open no block
 (from_chat drops such blocks; templates emit ``"\\n\\n"`` before tool calls).
 
-Interleaving policy (stream_base, §10 item 3). A text or thinking block gives way at once
+Interleaving policy (anthropic.stream, §10 item 3). A text or thinking block gives way at once
 when another segment has content (a later continuation starts a new block). Chat has no
 per-call "done" event, so an open tool call gives way when its arguments so far parse as a
 complete JSON object — always the case when a sequential server (OpenAI, INDEX.md fact 21)
@@ -40,9 +40,9 @@ from typing import Any, Final
 import msgspec
 import orjson
 
-from ..anthropic.frames import DELTA_END
-from ..anthropic.stop_sequences import StopSequenceScanner
-from ..anthropic.stream import (
+from ...anthropic.frames import DELTA_END
+from ...anthropic.stop_sequences import StopSequenceScanner
+from ...anthropic.stream import (
     ARGS_FIRST,
     ARGS_LIVE,
     ARGS_WHOLE,
@@ -55,11 +55,11 @@ from ..anthropic.stream import (
     BaseStreamTranslator,
     Part,
 )
-from ..anthropic.tools import tool_input_json
-from ..errors import APIError, invalid_event
-from ..schemas.openai_chat import CHUNK_DECODER, ChunkChoice, Delta, FunctionFragment
-from ..sse import SSEEvent
-from .from_chat import chat_error, chat_stop_reason, chat_usage, content_text, server_stop_sequence
+from ...anthropic.tools import tool_input_json
+from ...errors import APIError, invalid_event
+from ...schemas.openai_chat import CHUNK_DECODER, ChunkChoice, Delta, FunctionFragment
+from ...sse import SSEEvent
+from .response import chat_error, chat_stop_reason, chat_usage, content_text, server_stop_sequence
 
 __all__ = ["ChatStreamTranslator"]
 
@@ -68,7 +68,7 @@ _DONE_NO_FINISH: Final = "upstream ended the stream ([DONE]) without a finish_re
 #: ``index`` key of the legacy ``delta.function_call`` (one call, no index).
 _LEGACY: Final = -1
 
-# Segment kinds and states: stream_base's. IDLE: nothing to show yet (blank text, nameless
+# Segment kinds and states: anthropic.stream's. IDLE: nothing to show yet (blank text, nameless
 # call); DONE: its block is closed (or it was dropped), later content starts a new segment.
 
 
@@ -93,7 +93,7 @@ class _Seg(Part):
 class ChatStreamTranslator(BaseStreamTranslator[_Seg]):
     """Translate one Chat Completions stream into Anthropic SSE frames.
 
-    Contract: :class:`~.stream_base.BaseStreamTranslator`'s (the same as
+    Contract: :class:`~gateway.anthropic.stream.BaseStreamTranslator`'s (the same as
     ``ResponsesStreamTranslator``'s), and:
 
     * ``finish()`` at upstream EOF: ends the message normally when a finish_reason was seen
@@ -392,7 +392,7 @@ class ChatStreamTranslator(BaseStreamTranslator[_Seg]):
         self._push(seg, fragment, out)
 
     # -----------------------------------------------------------------------------------------
-    # Blocks (the bookkeeping is stream_base's)
+    # Blocks (the bookkeeping is gateway.anthropic.stream's)
 
     def _set_open(self, seg: _Seg | None) -> None:
         self._open = seg

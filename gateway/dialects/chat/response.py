@@ -5,7 +5,7 @@ Pure: no aiohttp, no asyncio. protocol.md §2 (target shape), §8 (source shape 
 quirks), §9.3 (block mapping), §9.6 (stop_reason), §9.7 (usage), §9.8 (stop sequences),
 §9.10 (thinking).
 
-Rules (identical in ``stream_chat``):
+Rules (identical in ``chat.stream``):
 
 * only ``choices`` index 0 is read (the gateway never asks for ``n > 1``);
 * blocks in the order the stream produces them: ``thinking`` (``reasoning_content``, else
@@ -32,13 +32,13 @@ from typing import Any
 
 import msgspec
 
-from ..anthropic.ids import message_id, tool_use_id_from_upstream
-from ..anthropic.signatures import Signer
-from ..anthropic.stop import stop_reason
-from ..anthropic.stop_sequences import cut_at_stop_sequence
-from ..anthropic.tools import client_tool_name, tool_input
-from ..anthropic.usage import estimate_tokens, usage_from_chat
-from ..errors import (
+from ...anthropic.ids import message_id, tool_use_id_from_upstream
+from ...anthropic.signatures import Signer
+from ...anthropic.stop import stop_reason
+from ...anthropic.stop_sequences import cut_at_stop_sequence
+from ...anthropic.tools import client_tool_name, tool_input
+from ...anthropic.usage import estimate_tokens, usage_from_chat
+from ...errors import (
     NO_RESPONSE,
     BadGatewayError,
     GatewayError,
@@ -46,7 +46,7 @@ from ..errors import (
     from_upstream_failure,
     invalid_response,
 )
-from ..schemas.anthropic import (
+from ...schemas.anthropic import (
     MessageResponse,
     OutBlock,
     OutText,
@@ -55,7 +55,7 @@ from ..schemas.anthropic import (
     StopReason,
     Usage,
 )
-from ..schemas.openai_chat import (
+from ...schemas.openai_chat import (
     COMPLETION_DECODER,
     ChatChoice,
     ChatError,
@@ -76,7 +76,7 @@ __all__ = [
 ]
 
 # ---------------------------------------------------------------------------------------------
-# Shared helpers (also used by stream_chat)
+# Shared helpers (also used by chat.stream)
 
 
 def content_text(content: Content) -> str:
@@ -127,7 +127,7 @@ def chat_usage(usage: dict[str, Any] | None, *, input_tokens: int, output_chars:
 
 def chat_error(error: ChatError | str | None) -> GatewayError:
     """An ``{"error": …}`` object (mid-stream chunk or 200 body; a bare string on some
-    servers) → GatewayError, as :func:`~.from_responses.failure_error`."""
+    servers) → GatewayError, as :func:`gateway.errors.failure_error`."""
     if isinstance(error, str):
         return from_upstream_failure(None, error)
     return failure_error(error)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from ..anthropic.ids import call_id_to_upstream
-from ..anthropic.parts import (
+from ...anthropic.ids import call_id_to_upstream
+from ...anthropic.parts import (
     NO_RESULT,
     document_parts,
     image_url,
@@ -25,7 +25,7 @@ from ..anthropic.parts import (
     tool_reference_text,
     tool_result_parts,
 )
-from ..anthropic.request import (
+from ...anthropic.request import (
     output_schema,
     session_id_from,
     sha_hex,
@@ -34,11 +34,11 @@ from ..anthropic.request import (
     thinking_effort,
     tool_choice_plan,
 )
-from ..anthropic.signatures import Signer
-from ..anthropic.tool_schema import clean_schema, upstream_tool_name
-from ..anthropic.tools import is_custom_tool, tool_arguments, tool_name_map
-from ..cache import BoundedCache
-from ..schemas.anthropic import (
+from ...anthropic.signatures import Signer
+from ...anthropic.tool_schema import clean_schema, upstream_tool_name
+from ...anthropic.tools import is_custom_tool, tool_arguments, tool_name_map
+from ...cache import BoundedCache
+from ...schemas.anthropic import (
     DocumentBlock,
     ImageBlock,
     Message,
@@ -51,7 +51,7 @@ from ..schemas.anthropic import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from ..settings import Route
+from ...settings import Route
 
 # session_id_from and tool_name_map are dialect-neutral (content.py); re-exported for callers.
 __all__ = ["session_id_from", "to_responses", "tool_name_map"]

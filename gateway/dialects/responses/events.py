@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, Final, get_args
 import msgspec
 import orjson
 
-from ..anthropic.frames import DELTA_END
-from ..anthropic.stop import POLICY_REFUSAL_CODES
-from ..anthropic.stream import ARGS_LIVE, ARGS_WHOLE, DONE, IDLE, TEXT, THINK, TOOL
-from ..errors import failure_error, invalid_event
-from ..schemas.openai_responses import (
+from ...anthropic.frames import DELTA_END
+from ...anthropic.stop import POLICY_REFUSAL_CODES
+from ...anthropic.stream import ARGS_LIVE, ARGS_WHOLE, DONE, IDLE, TEXT, THINK, TOOL
+from ...errors import failure_error, invalid_event
+from ...schemas.openai_responses import (
     ErrorEvent,
     FunctionCallArgumentsDelta,
     FunctionCallArgumentsDone,
@@ -45,12 +45,12 @@ from ..schemas.openai_responses import (
 )
 
 if TYPE_CHECKING:
-    from .stream_responses import ResponsesStreamTranslator
+    from .stream import ResponsesStreamTranslator
 
 __all__ = ["HANDLERS"]
 
 #: The translator's logger: records keep the name they had before the handlers moved here.
-_log = logging.getLogger("gateway.translate.stream_responses")
+_log = logging.getLogger("gateway.dialects.responses.stream")
 
 # Reasoning text sources (a reasoning item streams one of them, §7).
 _SUMMARY: Final = 0

@@ -4,7 +4,7 @@ helpers the stream translator shares, so both paths follow one set of rules.
 Pure: no aiohttp, no asyncio. protocol.md §2 (target shape), §6 (source shape), §9.3 (block
 mapping), §9.6 (stop_reason), §9.7 (usage), §9.8 (stop sequences), §9.10 (reasoning).
 
-Rules (identical in ``stream_responses``):
+Rules (identical in ``responses.stream``):
 
 * one ``text`` block per ``message`` item: its ``output_text`` and ``refusal`` parts
   concatenated; empty text makes no block (the stream opens text blocks lazily);
@@ -23,14 +23,14 @@ from collections.abc import Mapping
 
 import msgspec
 
-from ..anthropic.ids import message_id, tool_use_id_from_upstream
-from ..anthropic.signatures import Signer
-from ..anthropic.stop import POLICY_REFUSAL_CODES, stop_reason
-from ..anthropic.stop_sequences import cut_at_stop_sequence
-from ..anthropic.tools import client_tool_name, tool_input
-from ..anthropic.usage import estimate_tokens, usage_from_responses
-from ..errors import NO_RESPONSE, BadGatewayError, failure_error, invalid_response
-from ..schemas.anthropic import (
+from ...anthropic.ids import message_id, tool_use_id_from_upstream
+from ...anthropic.signatures import Signer
+from ...anthropic.stop import POLICY_REFUSAL_CODES, stop_reason
+from ...anthropic.stop_sequences import cut_at_stop_sequence
+from ...anthropic.tools import client_tool_name, tool_input
+from ...anthropic.usage import estimate_tokens, usage_from_responses
+from ...errors import NO_RESPONSE, BadGatewayError, failure_error, invalid_response
+from ...schemas.anthropic import (
     MessageResponse,
     OutBlock,
     OutRedactedThinking,
@@ -39,7 +39,7 @@ from ..schemas.anthropic import (
     OutToolUse,
     Usage,
 )
-from ..schemas.openai_responses import (
+from ...schemas.openai_responses import (
     RESPONSE_DECODER,
     FunctionCallItem,
     MessageItem,
@@ -52,7 +52,7 @@ __all__ = ["final_usage", "from_responses", "message_text", "reasoning_block", "
 
 
 # ---------------------------------------------------------------------------------------------
-# Shared helpers (also used by stream_responses, and by the Chat translators)
+# Helpers the stream translator (responses/stream.py) uses too
 
 
 def message_text(item: MessageItem) -> tuple[str, bool]:
