@@ -17,6 +17,7 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+from .admission import InFlight
 from .anthropic.signatures import Signer
 from .count_tokens import TokenCounter
 from .handlers import add_routes
@@ -34,7 +35,7 @@ from .keys import (
 from .lifecycle import Lifecycle
 from .logs import log_event
 from .metrics import Metrics
-from .middleware import InFlight, make_middleware
+from .middleware import make_middleware
 from .routing import Router
 from .settings import Settings, UpstreamSettings
 from .startup import api_keys_from, signing_keys

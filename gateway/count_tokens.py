@@ -20,10 +20,10 @@ from typing import Any, Final
 import msgspec
 import orjson
 
+from .context import RequestContext
 from .encoding import encode_json
 from .errors import GatewayError
 from .logs import log_event
-from .middleware import RequestContext
 from .settings import Route
 from .upstream import UpstreamClient
 

@@ -16,6 +16,7 @@ from .anthropic.ids import message_id
 from .anthropic.request import session_id_from
 from .anthropic.signatures import Signer
 from .anthropic.tools import tool_name_map
+from .context import CTX_KEY, RequestContext
 from .dialects import DIALECTS, Dialect
 from .encoding import encode_json
 from .errors import (
@@ -27,7 +28,6 @@ from .errors import (
 )
 from .keys import COUNTER, IN_FLIGHT, LIFECYCLE, METRICS, ROUTER, SETTINGS, SIGNER, UPSTREAM
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .middleware import CTX_KEY, RequestContext
 from .relay import relay
 from .schemas.anthropic import (
     COUNT_TOKENS_DECODER,

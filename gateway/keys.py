@@ -7,11 +7,11 @@ from typing import Final
 
 from aiohttp import web
 
+from .admission import InFlight
 from .anthropic.signatures import Signer
 from .count_tokens import TokenCounter
 from .lifecycle import Lifecycle
 from .metrics import Metrics
-from .middleware import InFlight
 from .routing import Router
 from .settings import Settings
 from .upstream import UpstreamClient

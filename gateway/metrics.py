@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .middleware import RequestContext
+from .context import RequestContext
 
 MAX_MODELS: Final = 100
 _MODEL_RE: Final = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")

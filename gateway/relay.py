@@ -16,9 +16,10 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
+from .context import CORRELATION_HEADER, RequestContext
 from .dialects.base import StreamTranslator
 from .errors import APIError, GatewayError, GatewayTimeoutError
-from .middleware import CORRELATION_HEADER, RequestContext, StallCheck, reset_connection
+from .sending import StallCheck, reset_connection
 from .sse import SSEDecoder, SSEError
 
 PING_FRAME: Final = b'event: ping\ndata: {"type":"ping"}\n\n'

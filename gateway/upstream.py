@@ -19,6 +19,7 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from .context import CORRELATION_HEADER, RequestContext
 from .errors import (
     APIError,
     BadGatewayError,
@@ -30,7 +31,6 @@ from .errors import (
     from_upstream,
 )
 from .logs import log_event
-from .middleware import CORRELATION_HEADER, RequestContext
 from .settings import RetrySettings, Route, TimeoutSettings
 
 _RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})

@@ -1,7 +1,7 @@
 """Responses API stream events: one handler per event class, and the dispatch table.
 
-Pure: no aiohttp, no asyncio. The handlers are the event methods of
-:class:`~.stream_responses.ResponsesStreamTranslator`, kept as functions so that ``feed``
+Pure: no aiohttp, no asyncio. The handlers are the event methods of the stream state
+(:class:`~.items.ResponsesItems`), kept as functions so that ``feed`` (:mod:`.stream`)
 dispatches with one dict lookup (``HANDLERS[type(ev)](self, ev, out)``) and no extra call per
 event; they use the translator's state and its item and block helpers directly. The table is
 built, and checked to cover every event class the decoder can return, at import (design.md,
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, get_args
+from typing import Any, Final, get_args
 
 import msgspec
 import orjson
@@ -22,30 +22,30 @@ from ...anthropic.stop import POLICY_REFUSAL_CODES
 from ...anthropic.stream import ARGS_LIVE, ARGS_WHOLE, DONE, IDLE, TEXT, THINK, TOOL
 from ...errors import failure_error, invalid_event
 from ...schemas.openai_responses import (
+    FunctionCallItem,
+    OutputItem,
+    ReasoningItem,
+    ResponseError,
+    decode_item,
+)
+from ...schemas.openai_responses_events import (
     ErrorEvent,
     FunctionCallArgumentsDelta,
     FunctionCallArgumentsDone,
-    FunctionCallItem,
     IgnoredEvent,
-    OutputItem,
     OutputItemAdded,
     OutputItemDone,
     OutputTextDelta,
-    ReasoningItem,
     ReasoningSummaryTextDelta,
     ReasoningTextDelta,
     RefusalDelta,
     ResponseCompleted,
-    ResponseError,
     ResponseFailed,
     ResponseIncomplete,
     StreamEvent,
     UnknownEvent,
-    decode_item,
 )
-
-if TYPE_CHECKING:
-    from .stream import ResponsesStreamTranslator
+from .items import ResponsesItems
 
 __all__ = ["HANDLERS"]
 
@@ -56,14 +56,14 @@ _log = logging.getLogger("gateway.dialects.responses.stream")
 _SUMMARY: Final = 0
 _RAW: Final = 1
 
-_Handler = Callable[["ResponsesStreamTranslator", Any, list[bytes]], None]
+_Handler = Callable[[ResponsesItems, Any, list[bytes]], None]
 
 
 # ---------------------------------------------------------------------------------------------
 # Event handlers: one per event class (design.md, house style 6: exhaustive dispatch).
 
 
-def _on_text_delta(self: ResponsesStreamTranslator, ev: OutputTextDelta, out: list[bytes]) -> None:
+def _on_text_delta(self: ResponsesItems, ev: OutputTextDelta, out: list[bytes]) -> None:
     delta = ev.delta
     if ev.output_index == self._fast_text:
         # Hot path: the open text block, no stop sequences.
@@ -80,7 +80,7 @@ def _on_text_delta(self: ResponsesStreamTranslator, ev: OutputTextDelta, out: li
         self._text(it, delta, out)
 
 
-def _on_refusal_delta(self: ResponsesStreamTranslator, ev: RefusalDelta, out: list[bytes]) -> None:
+def _on_refusal_delta(self: ResponsesItems, ev: RefusalDelta, out: list[bytes]) -> None:
     if not ev.delta:
         return
     it = self._find(ev.output_index, ev.item_id)
@@ -91,9 +91,7 @@ def _on_refusal_delta(self: ResponsesStreamTranslator, ev: RefusalDelta, out: li
         self._text(it, ev.delta, out)
 
 
-def _on_args_delta(
-    self: ResponsesStreamTranslator, ev: FunctionCallArgumentsDelta, out: list[bytes]
-) -> None:
+def _on_args_delta(self: ResponsesItems, ev: FunctionCallArgumentsDelta, out: list[bytes]) -> None:
     if ev.output_index == self._fast_args:
         if ev.delta:
             self._out_chars += len(ev.delta)
@@ -109,9 +107,7 @@ def _on_args_delta(
         self._args(it, ev.delta, out)
 
 
-def _on_args_done(
-    self: ResponsesStreamTranslator, ev: FunctionCallArgumentsDone, out: list[bytes]
-) -> None:
+def _on_args_done(self: ResponsesItems, ev: FunctionCallArgumentsDone, out: list[bytes]) -> None:
     # The arguments are complete here; output_item.done adds nothing for a function call, so
     # finishing now lets waiting items go sooner.
     it = self._find(ev.output_index, ev.item_id)
@@ -128,7 +124,7 @@ def _on_args_done(
 
 
 def _on_reasoning_delta(
-    self: ResponsesStreamTranslator,
+    self: ResponsesItems,
     ev: ReasoningSummaryTextDelta | ReasoningTextDelta,
     out: list[bytes],
 ) -> None:
@@ -144,9 +140,7 @@ def _on_reasoning_delta(
             self._reasoning(it, _RAW, ev.content_index, ev.delta, out)
 
 
-def _decode_or_fail(
-    self: ResponsesStreamTranslator, raw: msgspec.Raw, out: list[bytes]
-) -> OutputItem | None:
+def _decode_or_fail(self: ResponsesItems, raw: msgspec.Raw, out: list[bytes]) -> OutputItem | None:
     try:
         return decode_item(raw)
     except msgspec.DecodeError as exc:
@@ -154,7 +148,7 @@ def _decode_or_fail(
         return None
 
 
-def _on_item_added(self: ResponsesStreamTranslator, ev: OutputItemAdded, out: list[bytes]) -> None:
+def _on_item_added(self: ResponsesItems, ev: OutputItemAdded, out: list[bytes]) -> None:
     item = _decode_or_fail(self, ev.item, out)
     if item is None or (isinstance(item, ReasoningItem) and not self._thinking):
         return  # hosted-tool items, or reasoning with thinking off: ignored (§6)
@@ -167,7 +161,7 @@ def _on_item_added(self: ResponsesStreamTranslator, ev: OutputItemAdded, out: li
             self._wait(it)
 
 
-def _on_item_done(self: ResponsesStreamTranslator, ev: OutputItemDone, out: list[bytes]) -> None:
+def _on_item_done(self: ResponsesItems, ev: OutputItemDone, out: list[bytes]) -> None:
     item = _decode_or_fail(self, ev.item, out)
     if item is None or (isinstance(item, ReasoningItem) and not self._thinking):
         return
@@ -175,12 +169,12 @@ def _on_item_done(self: ResponsesStreamTranslator, ev: OutputItemDone, out: list
 
 
 def _on_completed(
-    self: ResponsesStreamTranslator, ev: ResponseCompleted | ResponseIncomplete, out: list[bytes]
+    self: ResponsesItems, ev: ResponseCompleted | ResponseIncomplete, out: list[bytes]
 ) -> None:
     self._terminal(ev.response, out)
 
 
-def _on_failed(self: ResponsesStreamTranslator, ev: ResponseFailed, out: list[bytes]) -> None:
+def _on_failed(self: ResponsesItems, ev: ResponseFailed, out: list[bytes]) -> None:
     error = ev.response.error
     if error is not None and error.code in POLICY_REFUSAL_CODES:
         self._refusal = True
@@ -189,7 +183,7 @@ def _on_failed(self: ResponsesStreamTranslator, ev: ResponseFailed, out: list[by
     self._fail(failure_error(error), out)
 
 
-def _on_error(self: ResponsesStreamTranslator, ev: ErrorEvent, out: list[bytes]) -> None:
+def _on_error(self: ResponsesItems, ev: ErrorEvent, out: list[bytes]) -> None:
     # Flat {code, message} (openai SDK type) or nested {"error": {type, code, message}}.
     nested = ev.error
     if nested is not None:
@@ -200,12 +194,12 @@ def _on_error(self: ResponsesStreamTranslator, ev: ErrorEvent, out: list[bytes])
     self._fail(failure_error(ResponseError(code=code, message=message)), out)
 
 
-def _on_ignored(self: ResponsesStreamTranslator, ev: IgnoredEvent, out: list[bytes]) -> None:
+def _on_ignored(self: ResponsesItems, ev: IgnoredEvent, out: list[bytes]) -> None:
     """Known events that carry nothing we need (lifecycle, part boundaries, ``.done``
     repeats of text already streamed, annotations)."""
 
 
-def _on_unhandled(self: ResponsesStreamTranslator, ev: UnknownEvent, out: list[bytes]) -> None:
+def _on_unhandled(self: ResponsesItems, ev: UnknownEvent, out: list[bytes]) -> None:
     """UnknownEvent (hosted tools, future events): ignored on purpose, counted."""
     self.ignored_events += 1
     # The type name only: never event contents (design.md, house style 11).

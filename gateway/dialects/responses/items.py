@@ -1,0 +1,367 @@
+"""The items of one Responses stream and what their content does to Anthropic blocks.
+
+Pure: no aiohttp, no asyncio. :class:`ResponsesItems` is the state the event handlers
+(:mod:`.events`) work on and :class:`~.stream.ResponsesStreamTranslator` dispatches to: the
+output items by ``output_index``/``item_id``, their text, arguments and reasoning, and the end
+of the answer. The lifecycle and block bookkeeping are :mod:`gateway.anthropic.stream`'s;
+mapping rules are the non-streaming ones (:mod:`.response`), so a streamed answer accumulates to
+the same Message.
+
+Interleaving policy (§10 item 3). One block is open at a time. An upstream item whose content
+arrives while another item's tool_use or thinking block is open is buffered and later flushed
+as a whole block (start, one delta, stop if finished), in arrival order. A text block can be
+closed at any point, so a text block gives way immediately when another item must start
+(a continuation of that text later starts a new text block).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from ...anthropic.frames import block_start_frame, block_stop_frame, signature_delta_frame
+from ...anthropic.stop import stop_reason
+from ...anthropic.stop_sequences import StopSequenceScanner
+from ...anthropic.stream import (
+    ARGS_FIRST,
+    ARGS_LIVE,
+    ARGS_WHOLE,
+    DONE,
+    OPEN,
+    TEXT,
+    THINK,
+    TOOL,
+    WAITING,
+    BaseStreamTranslator,
+    Part,
+)
+from ...anthropic.tools import tool_input_json
+from ...errors import APIError
+from ...schemas.openai_responses import (
+    FunctionCallItem,
+    MessageItem,
+    OutputItem,
+    ReasoningItem,
+    Response,
+    decode_item,
+)
+from .response import final_usage, message_text, reasoning_text
+
+__all__ = ["Item", "ResponsesItems"]
+
+_EOF_MESSAGE: Final = "upstream closed the stream before the response completed"
+
+# Item kinds (anthropic.stream): a message item → TEXT, a function_call item → TOOL, a reasoning
+# item → THINK (thinking, or redacted_thinking). Item states: anthropic.stream's; an item whose text
+# block gave way is IDLE again (a continuation starts a new block).
+
+
+class Item(Part):
+    """One upstream output item and the state of the Anthropic block it maps to."""
+
+    __slots__ = (
+        "args_raw",
+        "encrypted",
+        "finished",
+        "has_text",
+        "item_id",
+        "match",
+        "output_index",
+        "part",
+        "saw_delta",
+        "scanner",
+        "source",
+    )
+
+    def __init__(self, kind: int, output_index: int, item_id: str) -> None:
+        super().__init__(kind)
+        self.output_index = output_index
+        self.item_id = item_id
+        self.finished = False
+        self.saw_delta = False
+        # text
+        self.scanner: StopSequenceScanner | None = None
+        self.match: str | None = None
+        # tool_use
+        self.args_raw: list[str] = []
+        # thinking
+        self.has_text = False
+        self.part: tuple[int, int] | None = None
+        self.source = -1
+        self.encrypted: str | None = None
+
+
+class ResponsesItems(BaseStreamTranslator[Item]):
+    """The item and block state of one Responses stream (see the module docstring)."""
+
+    def _init_state(self) -> None:
+        self._items: list[Item] = []
+        self._by_index: dict[int, Item] = {}
+        self._by_id: dict[str, Item] = {}
+        # output_index of the open item when its deltas can take the fast path, else -2
+        # (never an index; -1 means "absent" in the schema).
+        self._fast_text = -2
+        self._fast_args = -2
+
+    def _eof(self, out: list[bytes]) -> None:
+        """Without a terminal event, EOF is an error (§10 item 9)."""
+        self._fail(APIError(_EOF_MESSAGE), out)
+
+    def _terminal(self, resp: Response, out: list[bytes]) -> None:
+        """response.completed / response.incomplete: finish every item, then end."""
+        finals: dict[str, OutputItem] | None = None
+        if not self._items and resp.output:
+            # Nothing was announced item by item: build the blocks from the final output.
+            for position, item in enumerate(_decode_items(resp.output)):
+                if isinstance(item, ReasoningItem) and not self._thinking:
+                    continue
+                self._complete(self._item_for(item, position), out, item)
+                if self.done:
+                    return
+        for it in list(self._items):
+            if it.finished or it.state == DONE:
+                continue
+            if finals is None:
+                finals = {i.id: i for i in _decode_items(resp.output) if i.id}
+            self._complete(it, out, finals.get(it.item_id))
+            if self.done:
+                return
+        incomplete = resp.incomplete_details.reason if resp.incomplete_details else None
+        self._end(
+            stop_reason(
+                incomplete_reason=incomplete,
+                refusal=self._refusal,
+                tool_use=self._tool_blocks > 0,
+            ),
+            final_usage(resp.usage, input_tokens=self.input_tokens, output_chars=self._out_chars),
+            out,
+        )
+
+    # -----------------------------------------------------------------------------------------
+    # Items
+
+    def _find(self, output_index: int, item_id: str) -> Item | None:
+        if output_index >= 0:
+            it = self._by_index.get(output_index)
+            if it is not None:
+                return it
+        if item_id or output_index < 0:
+            # Neither key (a compat server without ids): all such deltas are one item.
+            return self._by_id.get(item_id)
+        return None
+
+    def _register(self, kind: int, output_index: int, item_id: str) -> Item:
+        it = Item(kind, output_index, item_id)
+        if kind == TEXT and self._stop_sequences:
+            it.scanner = StopSequenceScanner(self._stop_sequences)
+        self._items.append(it)
+        if output_index >= 0:
+            self._by_index[output_index] = it
+        if item_id or output_index < 0:
+            self._by_id[item_id] = it
+        return it
+
+    def _item_for(self, item: OutputItem, output_index: int) -> Item:
+        """The Item for an announced item, registered on first sight."""
+        item_id = item.id or ""
+        it = self._find(output_index, item_id)
+        if it is None:
+            if isinstance(item, MessageItem):
+                it = self._register(TEXT, output_index, item_id)
+            elif isinstance(item, FunctionCallItem):
+                it = self._register(TOOL, output_index, item_id)
+            else:
+                it = self._register(THINK, output_index, item_id)
+        if isinstance(item, FunctionCallItem):
+            # Also for a call first seen through its argument deltas (no name there, §7).
+            it.call_id = it.call_id or item.call_id
+            it.name = it.name or item.name
+        return it
+
+    def _set_open(self, it: Item | None) -> None:
+        self._open = it
+        self._fast_text = self._fast_args = -2
+        if it is None:
+            return
+        self._prefix = it.prefix
+        if it.kind == TEXT and it.scanner is None:
+            self._fast_text = it.output_index if it.output_index >= 0 else -2
+        elif it.kind == TOOL and it.args_mode == ARGS_LIVE:
+            self._fast_args = it.output_index if it.output_index >= 0 else -2
+
+    # -----------------------------------------------------------------------------------------
+    # Blocks (the bookkeeping is gateway.anthropic.stream's)
+
+    def _closable(self, it: Item) -> bool:
+        """Only a text block gives way (closed early); the others close when their item is
+        finished upstream."""
+        return it.kind == TEXT
+
+    def _take_turn(self, it: Item, out: list[bytes]) -> None:
+        if it.pending or it.kind == TOOL:
+            self._open_block(it, out)
+        if it.finished:
+            self._settle(it, out)
+
+    def _close_block(self, it: Item, out: list[bytes]) -> None:
+        """Stop ``it``'s open block (signature first for thinking, §3.2)."""
+        if it.kind == THINK:
+            signature = self._signer.encode(it.item_id, it.encrypted)
+            out.append(signature_delta_frame(it.block, signature))
+        super()._close_block(it, out)
+
+    def _emit_redacted(self, it: Item, out: list[bytes]) -> None:
+        index = self._take_index()
+        data = self._signer.encode(it.item_id, it.encrypted)
+        out.append(block_start_frame(index, {"type": "redacted_thinking", "data": data}))
+        out.append(block_stop_frame(index))
+        it.state = DONE
+
+    def _settle(self, it: Item, out: list[bytes]) -> None:
+        """``it`` is finished upstream: close its block, or emit it whole, or wait."""
+        if it.state == WAITING:
+            return  # _drain settles it when its turn comes
+        if it.state == OPEN:
+            self._close_block(it, out)
+            it.state = DONE
+            if it.match is not None:
+                self._stop_on_sequence(it.match, out)
+                return
+            self._drain(out)
+            return
+        # IDLE: nothing is buffered for it (that would make it open or waiting).
+        if it.kind == TEXT:
+            if it.match is None:
+                it.state = DONE
+            elif self._open is None:
+                it.state = DONE
+                self._stop_on_sequence(it.match, out)
+            else:
+                self._wait(it)  # stop once the blocks before it are out
+        elif it.kind == THINK:
+            if it.encrypted is None:
+                it.state = DONE
+            elif self._claim(it, out):
+                self._emit_redacted(it, out)
+            elif not self.done:
+                self._wait(it)
+        else:
+            if it.name is None:
+                it.state = DONE  # a tool call without a name cannot be forwarded
+            elif self._claim(it, out):
+                self._open_block(it, out)
+                self._settle(it, out)
+            elif not self.done:
+                self._wait(it)
+
+    # -----------------------------------------------------------------------------------------
+    # Item content
+
+    def _text(self, it: Item, text: str, out: list[bytes]) -> None:
+        """Visible text of a message item (stop sequences applied, §9.8)."""
+        it.saw_delta = True
+        if it.match is not None or it.finished:
+            return
+        scanner = it.scanner
+        if scanner is None:
+            self._push(it, text, out)
+            return
+        safe, match = scanner.feed(text)
+        if safe:
+            self._push(it, safe, out)
+        if match is not None and not self.done:
+            it.match = match
+            it.finished = True
+            self._settle(it, out)
+
+    def _args(self, it: Item, fragment: str, out: list[bytes]) -> None:
+        """A function_call_arguments fragment (protocol.md §10 item 5)."""
+        it.saw_delta = True
+        if it.finished:
+            return
+        if it.args_mode == ARGS_LIVE:
+            self._push(it, fragment, out)
+        elif it.args_mode == ARGS_WHOLE:
+            it.args_raw.append(fragment)
+        else:
+            fragment = fragment.lstrip()
+            if not fragment:
+                return
+            if fragment[0] == "{":
+                it.args_mode = ARGS_LIVE
+                if it.state == OPEN:
+                    self._set_open(it)  # enables the fast path
+                self._push(it, fragment, out)
+            else:
+                # Not the start of a JSON object: the SDK would raise on it (§3.4 item 4).
+                it.args_mode = ARGS_WHOLE
+                it.args_raw.append(fragment)
+
+    def _reasoning(self, it: Item, source: int, part: int, text: str, out: list[bytes]) -> None:
+        """Summary (or raw reasoning) text; parts are separated by a blank line (§9.3)."""
+        it.saw_delta = True
+        if it.finished:
+            return
+        if it.source != source:
+            if it.source >= 0:
+                return  # one source per item, as from_responses.reasoning_text
+            it.source = source
+        key = (source, part)
+        if it.part is not None and it.part != key:
+            text = "\n\n" + text
+        it.part = key
+        it.has_text = True
+        self._push(it, text, out)
+
+    def _complete(self, it: Item, out: list[bytes], final: OutputItem | None) -> None:
+        """The upstream finished ``it`` (``final`` = its finished form, if known)."""
+        if it.finished or it.state == DONE:
+            return
+        if it.kind == TEXT:
+            if not it.saw_delta and isinstance(final, MessageItem):
+                text, refusal = message_text(final)
+                self._refusal = self._refusal or refusal
+                if text:
+                    self._text(it, text, out)
+                    if it.finished or self.done:
+                        return
+            if it.scanner is not None and it.match is None:
+                tail = it.scanner.flush()
+                if tail:
+                    self._push(it, tail, out)
+        elif it.kind == TOOL:
+            arguments: str | None = None
+            if isinstance(final, FunctionCallItem):
+                it.call_id = it.call_id or final.call_id
+                it.name = it.name or final.name
+                arguments = final.arguments
+            if it.args_mode == ARGS_FIRST:
+                self._push(it, tool_input_json(arguments), out)
+            elif it.args_mode == ARGS_WHOLE:
+                whole = arguments if arguments is not None else "".join(it.args_raw)
+                self._push(it, tool_input_json(whole), out)
+        else:
+            if isinstance(final, ReasoningItem):
+                it.encrypted = final.encrypted_content
+                if not it.saw_delta:
+                    text = reasoning_text(final)
+                    if text:
+                        it.has_text = True
+                        self._push(it, text, out)
+        if self.done:
+            return
+        it.finished = True
+        self._settle(it, out)
+
+
+def _decode_items(raws: list[msgspec.Raw] | None) -> list[OutputItem]:
+    items: list[OutputItem] = []
+    for raw in raws or ():
+        try:
+            item = decode_item(raw)
+        except msgspec.DecodeError:
+            continue  # the stream already delivered what mattered; a bad copy is skipped
+        if item is not None:
+            items.append(item)
+    return items
