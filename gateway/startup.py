@@ -22,7 +22,8 @@ from typing import Any, Final
 
 import msgspec
 
-from .settings import Settings, SettingsError, default_routes, load_settings
+from .config import load_settings
+from .settings import Settings, SettingsError, default_routes
 
 #: Shortest key accepted in GATEWAY_SIGNING_KEY (the generated one is 64 hex characters).
 MIN_SIGNING_KEY: Final = 32

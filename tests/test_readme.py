@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import load_settings
 from gateway.routing import Router
-from gateway.settings import load_settings
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```toml\n(.*?)```", README.read_text(), flags=re.S)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import load_settings
 from gateway.routing import Router
-from gateway.settings import Secret, SettingsError, load_settings
+from gateway.settings import Secret, SettingsError
 
 
 def test_defaults() -> None:

@@ -194,6 +194,15 @@ class Metadata(Struct, kw_only=True):
     user_id: str | None = None
 
 
+class Safeguard(Struct, kw_only=True):
+    """One entry of ``safeguards`` (Claude Code's auto mode, issue 13): ``dangerous_tool_use``
+    asks for a verdict on every tool call of the answer. ``classifier_context`` is the
+    permission context (cwd, rules, auto-mode lists, git state), kept as sent."""
+
+    type: str
+    classifier_context: dict[str, Any] | None = None
+
+
 class _Body(Struct, kw_only=True):
     model: Annotated[str, Meta(min_length=1)]
     #: Anthropic's own limit: "There is a limit of 100,000 messages in a single request."
@@ -216,6 +225,8 @@ class MessagesRequest(_Body, kw_only=True):
     top_k: int | None = None
     metadata: Metadata | None = None
     service_tier: str | None = None
+    #: Claude Code's auto-mode safety check: answered by the gateway, never forwarded upstream
+    safeguards: list[Safeguard] | None = None
 
 
 class CountTokensRequest(_Body, kw_only=True):
@@ -282,6 +293,8 @@ class MessageResponse(Struct, kw_only=True):
     stop_reason: StopReason | None
     stop_sequence: str | None = None
     usage: Usage
+    #: verdicts on the answer's tool calls when the request carried ``safeguards`` (issue 13)
+    safeguard_results: list[Any] | msgspec.UnsetType = msgspec.UNSET
 
 
 RESPONSE_ENCODER: Final = msgspec.json.Encoder()

@@ -186,8 +186,8 @@ def _stream_rows(
 def _request_rows(
     sc: Scenario, answer: bytes, signer: Signer, budget: float, label: str
 ) -> list[MicroRow]:
+    from gateway.config import load_settings
     from gateway.routing import Router
-    from gateway.settings import load_settings
 
     env = {"OPENAI_BASE_URL": PLACEHOLDER_BASE, "OPENAI_API_KEY": "sk-bench"}
     body = sc.anthropic

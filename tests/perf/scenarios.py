@@ -25,10 +25,10 @@ from typing import Any, Final, Literal
 import orjson
 
 from gateway.anthropic.signatures import Signer
+from gateway.config import load_settings
 from gateway.dialects.responses.request import to_responses
 from gateway.routing import Router
 from gateway.schemas.anthropic import REQUEST_DECODER, MessagesRequest
-from gateway.settings import load_settings
 from tests.fixtures.claude_code import claude_code_request
 
 __all__ = [
