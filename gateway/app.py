@@ -28,6 +28,7 @@ from .keys import (
     METRICS,
     MOCK_URL,
     ROUTER,
+    SAFEGUARDS,
     SETTINGS,
     SIGNER,
     UPSTREAM,
@@ -37,8 +38,9 @@ from .logs import log_event
 from .metrics import Metrics
 from .middleware import make_middleware
 from .routing import Router
+from .safeguards.classifier import Safeguards
 from .settings import Settings, UpstreamSettings
-from .startup import api_keys_from, signing_keys
+from .startup import api_keys_from, load_prompt, signing_keys
 from .upstream import UpstreamClient
 
 #: Seconds aiohttp gives handlers to finish after ``on_shutdown`` (``shutdown_timeout``). By then
@@ -141,6 +143,7 @@ def create_app(
     app[METRICS] = metrics
     app.on_shutdown.append(_drain)
     app[SIGNER] = Signer(signing_key or signing_keys(env).keys)
+    safeguard_prompt = load_prompt(settings)
     add_routes(app)
 
     async def mock_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -179,6 +182,9 @@ def create_app(
             max_body_bytes=settings.server.max_upstream_body_bytes,
         )
         app[COUNTER] = TokenCounter(app[UPSTREAM])
+        app[SAFEGUARDS] = Safeguards(
+            effective, app[ROUTER], app[UPSTREAM], metrics, life, safeguard_prompt
+        )
         try:
             yield
         finally:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import time
+from functools import partial
 from typing import Any, Final
 
 import msgspec
@@ -26,7 +27,17 @@ from .errors import (
     RequestTooLargeError,
     split_validation_error,
 )
-from .keys import COUNTER, IN_FLIGHT, LIFECYCLE, METRICS, ROUTER, SETTINGS, SIGNER, UPSTREAM
+from .keys import (
+    COUNTER,
+    IN_FLIGHT,
+    LIFECYCLE,
+    METRICS,
+    ROUTER,
+    SAFEGUARDS,
+    SETTINGS,
+    SIGNER,
+    UPSTREAM,
+)
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .relay import relay
 from .schemas.anthropic import (
@@ -161,6 +172,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     ctx.route = route.name
     stream = req.stream or request.path.endswith("/stream")
     ctx.stream = stream
+    # Claude Code's auto mode: the answer's tool calls get verdicts (never sent upstream)
+    guard = app[SAFEGUARDS].case(req, route) if req.safeguards else None
     dialect = DIALECTS[route.dialect]
     signer: Signer = app[SIGNER]
     session = session_id_from(req, request.headers.get("X-Claude-Code-Session-Id"))
@@ -201,6 +214,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
             stop_sequences=stop_sequences,
             tool_names=names,
         )
+        if guard is not None:
+            message.safeguard_results = await app[SAFEGUARDS].for_message(guard, message, ctx)
         ctx.finish(message.usage, message.stop_reason)
         out = web.Response(body=RESPONSE_ENCODER.encode(message), content_type="application/json")
         out.headers[OVERHEAD_HEADER] = _overhead(ctx)
@@ -226,6 +241,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         deadline=deadline,
         registry=life.streams,
         overhead=lambda: _overhead(ctx),
+        safeguard=None if guard is None else partial(app[SAFEGUARDS].results, guard, ctx=ctx),
     )
 
 

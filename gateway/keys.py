@@ -13,6 +13,7 @@ from .count_tokens import TokenCounter
 from .lifecycle import Lifecycle
 from .metrics import Metrics
 from .routing import Router
+from .safeguards.classifier import Safeguards
 from .settings import Settings
 from .upstream import UpstreamClient
 
@@ -25,5 +26,7 @@ METRICS: Final = web.AppKey("metrics", Metrics)
 IN_FLIGHT: Final = web.AppKey("in_flight", InFlight)
 #: open streams and waiting requests (graceful shutdown ends them)
 LIFECYCLE: Final = web.AppKey("lifecycle", Lifecycle)
+#: Claude Code's auto-mode safety check (issue 13)
+SAFEGUARDS: Final = web.AppKey("safeguards", Safeguards)
 #: base URL of the in-process mock upstream, when the gateway serves from it
 MOCK_URL: Final = web.AppKey("mock_url", str)

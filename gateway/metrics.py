@@ -90,6 +90,19 @@ class Metrics:
             ["route", "kind"],
             registry=r,
         )
+        self.safeguard_verdicts = Counter(
+            "gateway_safeguard_verdicts",
+            "Auto-mode safety verdicts given, by outcome (flagged, not_flagged, "
+            "unavailable_<reason>, disabled).",
+            ["outcome"],
+            registry=r,
+        )
+        self.safeguard_seconds = Histogram(
+            "gateway_safeguard_classifier_seconds",
+            "Time the safety classifier took per answer with tool calls.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         in_flight_help = "/v1/messages* requests being handled."
         streams_help = "SSE streams open to clients."
         self.in_flight_gauge: Gauge | None = None
@@ -155,6 +168,13 @@ class Metrics:
             for kind, n in zip(_TOKEN_KINDS, u, strict=True):
                 if n:
                     child(self.tokens, route, kind).inc(n)
+
+    def observe_safeguards(self, counts: dict[str, int], seconds: float | None) -> None:
+        """Record one answer's verdicts (outcomes are our own words: bounded labels)."""
+        for outcome, n in counts.items():
+            self._child(self.safeguard_verdicts, outcome).inc(n)
+        if seconds is not None:
+            self.safeguard_seconds.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Final
 
 import aiohttp
@@ -19,6 +19,8 @@ from aiohttp import web
 from .context import CORRELATION_HEADER, RequestContext
 from .dialects.base import StreamTranslator
 from .errors import APIError, GatewayError, GatewayTimeoutError
+from .safeguards.tap import SafeguardTap
+from .safeguards.verdicts import ToolCall
 from .sending import StallCheck, reset_connection
 from .sse import SSEDecoder, SSEError
 
@@ -243,6 +245,21 @@ class StreamRegistry:
         return iter(list(self._open))
 
 
+#: ``(tool calls, ids of calls cut short, stop_reason) -> safeguard_results``
+Verdicts = Callable[[list[ToolCall], list[str], str | None], Awaitable[list[dict[str, Any]]]]
+
+
+def _tapped(
+    send: Callable[[bytes], Awaitable[None]], tap: SafeguardTap
+) -> Callable[[bytes], Awaitable[None]]:
+    async def tapped(data: bytes) -> None:
+        data = tap.feed(data)
+        if data:
+            await send(data)
+
+    return tapped
+
+
 def sse_response(ctx: RequestContext) -> web.StreamResponse:
     resp = web.StreamResponse(status=200)
     h = resp.headers
@@ -267,8 +284,12 @@ async def relay(
     deadline: float | None = None,
     registry: StreamRegistry | None = None,
     overhead: Callable[[], str] | None = None,
+    safeguard: Verdicts | None = None,
 ) -> web.StreamResponse:
-    """Stream ``upstream`` (a 200 SSE response) to the client through ``translator``."""
+    """Stream ``upstream`` (a 200 SSE response) to the client through ``translator``.
+
+    ``safeguard`` (Claude Code's auto mode): the tool calls are recorded on their way out, and
+    the final ``message_delta`` waits for their verdicts (``safeguards.tap``)."""
     response = sse_response(ctx)
     if overhead is not None:
         response.headers["x-gateway-overhead-ms"] = overhead()
@@ -291,7 +312,8 @@ async def relay(
         )
         if registry is not None:
             registry.add(watchdog)
-        send = watchdog.send
+        tap = SafeguardTap() if safeguard is not None else None
+        send = watchdog.send if tap is None else _tapped(watchdog.send, tap)
         failure: GatewayError | None = None
         try:
             async for chunk in upstream.content.iter_any():
@@ -336,6 +358,10 @@ async def relay(
             ctx.error_type = err.error_type
             if ctx.outcome == "completed":
                 ctx.outcome = "upstream_error"
+        if tap is not None and tap.held is not None and safeguard is not None:
+            calls, broken = tap.tool_calls()
+            results = await safeguard(calls, broken, tap.stop_reason)
+            await watchdog.send(tap.release(results))
         await watchdog.end()
     except ClientGone:
         ctx.outcome = (watchdog.cut if watchdog is not None else None) or "client_closed"

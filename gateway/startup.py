@@ -23,6 +23,7 @@ from typing import Any, Final
 import msgspec
 
 from .config import load_settings
+from .safeguards.prompt import DEFAULT_PROMPT
 from .settings import Settings, SettingsError, default_routes
 
 #: Shortest key accepted in GATEWAY_SIGNING_KEY (the generated one is 64 hex characters).
@@ -180,6 +181,7 @@ def resolve_startup(
                 f"upstream {name!r} needs {var}, which is not set: export it, or start with "
                 "--mock to serve fake answers from the built-in mock upstream"
             )
+    load_prompt(settings)  # StartupError when the operator's prompt file cannot be read
     return Startup(
         settings=settings,
         api_keys=api_keys_from(env),
@@ -234,3 +236,19 @@ def describe(startup: Startup) -> list[str]:
     lines.append(f"listen: {s.server.host}:{s.server.port}")
     lines.append("settings: " + msgspec.json.encode(msgspec.structs.asdict(s.timeouts)).decode())
     return lines
+
+
+def load_prompt(settings: Settings) -> str:
+    """The classifier's instructions: the operator's file, or the built-in ones."""
+    path = settings.safeguards.prompt_file
+    if not path:
+        return DEFAULT_PROMPT
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise StartupError(f"safeguards.prompt_file: {path!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupError(f"safeguards.prompt_file: {path!r} cannot be read: {exc}") from None
+    if not text:
+        raise StartupError(f"safeguards.prompt_file: {path!r} is empty")
+    return text

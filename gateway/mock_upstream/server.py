@@ -13,6 +13,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from .classifier import is_classifier_request, verdict_script
 from .defaults import default_script
 from .errors import BAD_JSON_MESSAGE, error_envelope
 from .render_chat import encode_chat_sse, render_chat_json
@@ -71,6 +72,10 @@ class MockUpstream:
         self.closed_streams = 0
         #: seconds ``/v1/responses/input_tokens`` waits before answering (coalescing tests)
         self.input_tokens_delay = 0.0
+        #: safety-classifier requests (issue 13): scripted answers first, else verdicts by rule,
+        #: with these per-tool-name overrides (True = flagged)
+        self.classifier_queue: deque[Script] = deque()
+        self.verdicts: dict[str, bool] = {}
         self._open_streams = 0
         self._queue: deque[Script] = deque()
         self._counter = itertools.count(1)
@@ -202,7 +207,14 @@ class MockUpstream:
             return refused
         if not isinstance(body, dict):
             return self._bad_json()
-        script = self._queue.popleft() if self._queue else default_script(api, body)
+        if is_classifier_request(api, body):
+            script = (
+                self.classifier_queue.popleft()
+                if self.classifier_queue
+                else verdict_script(api, body, self.verdicts)
+            )
+        else:
+            script = self._queue.popleft() if self._queue else default_script(api, body)
         model = body.get("model") if isinstance(body.get("model"), str) else "mock-model"
         assert isinstance(model, str)
         if not self.model_echo:
