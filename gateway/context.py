@@ -7,7 +7,7 @@ from typing import Final
 
 from aiohttp import web
 
-from .schemas.anthropic import Usage
+from .schemas.anthropic_out import Usage
 
 CORRELATION_HEADER: Final = "X-Correlation-ID"
 

@@ -11,25 +11,24 @@ from typing import Any, Final
 
 import msgspec
 import orjson
-from aiohttp import StreamReader, web
+from aiohttp import web
 
+from .anthropic.frames import message_frames
 from .anthropic.ids import message_id
 from .anthropic.request import session_id_from
+from .anthropic.server_tools import blocked_domains, hosted_tools, unhosted_answer
 from .anthropic.signatures import Signer
-from .anthropic.tools import tool_name_map
+from .anthropic.tools import check_tools, tool_name_map
 from .context import CTX_KEY, RequestContext
 from .dialects import DIALECTS, Dialect
 from .encoding import encode_json
 from .errors import (
     GatewayTimeoutError,
     InvalidRequestError,
-    RequestTimeoutError,
-    RequestTooLargeError,
-    split_validation_error,
 )
+from .intake import decode_request, receive
 from .keys import (
     COUNTER,
-    IN_FLIGHT,
     LIFECYCLE,
     METRICS,
     ROUTER,
@@ -40,35 +39,9 @@ from .keys import (
 )
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .relay import relay
-from .schemas.anthropic import (
-    COUNT_TOKENS_DECODER,
-    REQUEST_DECODER,
-    RESPONSE_ENCODER,
-    MessagesRequest,
-)
+from .schemas.anthropic import COUNT_TOKENS_DECODER, MessagesRequest
+from .schemas.anthropic_out import RESPONSE_ENCODER, MessageResponse
 from .settings import Route
-
-
-def _validation_message(exc: msgspec.ValidationError) -> str:
-    # Lead with the path, as Anthropic's own messages do.
-    msg, path = split_validation_error(str(exc))
-    return msg if path is None else f"{path}: {msg}"
-
-
-def decode_request(body: bytes, decoder: msgspec.json.Decoder[Any] = REQUEST_DECODER) -> Any:
-    """Decode and validate a request body; InvalidRequestError names the JSON path."""
-    if not body:
-        raise InvalidRequestError("request body is empty; expected a JSON object")
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequestError(_validation_message(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidRequestError(f"request body is not valid JSON: {exc}") from None
-    except UnicodeDecodeError:
-        raise InvalidRequestError("request body is not valid UTF-8") from None
-    except RecursionError:
-        raise InvalidRequestError("request JSON is nested too deeply") from None
 
 
 def translate_request(
@@ -81,82 +54,6 @@ def translate_request(
         raise InvalidRequestError("request JSON is nested too deeply") from None
 
 
-def check_json_values(body: bytes, limit: int) -> None:
-    """Refuse a body that would decode into more than ``limit`` JSON values (issue 10 item 11).
-
-    Decoding costs ~75 bytes and ~0.1 µs of event-loop time per value whatever the body's size
-    (1.24 M tiny blocks in 32 MB took 480 MB and 0.7 s), so the bound is on values, counted
-    before decoding: every value but a container's first is preceded by a ``,``, and every
-    container opens with ``{`` or ``[``. Those bytes inside strings count too, so this is an
-    upper bound; a body shorter than the limit cannot pass it and is not scanned.
-    """
-    if len(body) <= limit:
-        return
-    n = body.count(b",")  # one pass each, and a hostile body fails on the first
-    if n <= limit:
-        n += body.count(b"{")
-        if n <= limit:
-            n += body.count(b"[")
-            if n <= limit:
-                return
-    raise InvalidRequestError(
-        f"request body holds more JSON values than the {limit} the gateway decodes per "
-        "request (server.max_json_values)"
-    )
-
-
-async def _read_all(content: StreamReader, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLargeError(f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def receive(request: web.Request, ctx: RequestContext) -> bytes:
-    """The whole request body within ``timeouts.client_body``, then an in-flight slot.
-
-    413 beyond ``max_body_bytes``, 408 when the body takes too long to arrive, 400 when it
-    holds more JSON values than ``max_json_values``; only then is a slot taken (529 when none is
-    free), so bodies still arriving never hold one (issue 10 item 3). Unlike
-    ``request.read()`` this keeps no copy on the request object, so the handler can let go of
-    a large body once it is decoded.
-    """
-    app = request.app
-    settings = app[SETTINGS]
-    life = app[LIFECYCLE]
-    if life.stopping:
-        ctx.outcome = "shutdown"
-        raise life.shutting_down()
-    limit = settings.server.max_body_bytes
-    length = request.content_length
-    if length is not None and length > limit:
-        raise RequestTooLargeError(f"request body of {length} bytes exceeds {limit} bytes")
-    content = request.content
-    if content.is_eof():  # all of it arrived already: nothing to wait for
-        body = await _read_all(content, limit)
-    else:
-        wait = settings.timeouts.client_body
-        try:
-            async with asyncio.timeout(wait) as deadline:
-                life.waits.add(deadline)
-                try:
-                    body = await _read_all(content, limit)
-                finally:
-                    life.waits.discard(deadline)
-        except TimeoutError:
-            if life.stopping:
-                ctx.outcome = "shutdown"
-                raise life.shutting_down() from None
-            raise RequestTimeoutError(f"request body not received within {wait:g}s") from None
-    check_json_values(body, settings.server.max_json_values)
-    app[IN_FLIGHT].admit(ctx)
-    return body
-
-
 def _thinking_requested(req: MessagesRequest, route: Route) -> bool:
     t = req.thinking
     return route.reasoning and t is not None and t.type in ("enabled", "adaptive")
@@ -167,6 +64,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     app = request.app
     ctx: RequestContext = request[CTX_KEY]
     req: MessagesRequest = decode_request(await receive(request, ctx))
+    check_tools(req.tools)
     model = ctx.model = req.model
     route = app[ROUTER].resolve(req.model)
     ctx.route = route.name
@@ -176,6 +74,11 @@ async def messages(request: web.Request) -> web.StreamResponse:
     guard = app[SAFEGUARDS].case(req, route) if req.safeguards else None
     dialect = DIALECTS[route.dialect]
     signer: Signer = app[SIGNER]
+    if not route.hosted_tools and hosted_tools(req):
+        # Server tools this route cannot host: they report themselves unavailable (a 400 when
+        # the request offers tools of its own too), never an answer made up without them.
+        return _answer_without_upstream(unhosted_answer(req, route.name, signer), stream, ctx)
+    blocked = blocked_domains(req)
     session = session_id_from(req, request.headers.get("X-Claude-Code-Session-Id"))
     payload = translate_request(dialect, req, route, signer, stream=stream, session_id=session)
     names = tool_name_map(req)
@@ -213,6 +116,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
             thinking=thinking,
             stop_sequences=stop_sequences,
             tool_names=names,
+            blocked_domains=blocked,
         )
         if guard is not None:
             message.safeguard_results = await app[SAFEGUARDS].for_message(guard, message, ctx)
@@ -228,6 +132,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         stop_sequences=stop_sequences,
         tool_names=names,
         message_id=message_id(),
+        blocked_domains=blocked,
     )
     return await relay(
         request,
@@ -245,10 +150,24 @@ async def messages(request: web.Request) -> web.StreamResponse:
     )
 
 
+def _answer_without_upstream(
+    message: MessageResponse, stream: bool, ctx: RequestContext
+) -> web.Response:
+    """An answer the gateway makes itself, as JSON or as the stream a client expects."""
+    ctx.finish(message.usage, message.stop_reason)
+    if not stream:
+        return web.Response(body=RESPONSE_ENCODER.encode(message), content_type="application/json")
+    out = web.Response(body=b"".join(message_frames(message)))
+    out.headers["Content-Type"] = "text/event-stream; charset=utf-8"
+    out.headers["Cache-Control"] = "no-cache"
+    return out
+
+
 async def count_tokens(request: web.Request) -> web.Response:
     """``POST /v1/messages/count_tokens``: counted on the translated Responses payload."""
     ctx: RequestContext = request[CTX_KEY]
     counted = decode_request(await receive(request, ctx), COUNT_TOKENS_DECODER)
+    check_tools(counted.tools)
     ctx.model = counted.model
     route = request.app[ROUTER].resolve(counted.model)
     ctx.route = route.name

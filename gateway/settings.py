@@ -133,6 +133,9 @@ class RouteSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     default_effort: Effort | None = None
     #: answer Claude Code's auto-mode safety check on this route (``[safeguards]``)
     safeguards: bool = True
+    #: offer the client's server tools (web search, code execution, MCP) as the upstream's
+    #: hosted tools (Responses upstreams only); off: such a request gets "unavailable"
+    hosted_tools: bool = True
 
 
 class SafeguardSettings(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -201,6 +204,8 @@ class Route(Struct, kw_only=True, frozen=True):
     top_k: bool = False
     mid_system: str = "inline"
     safeguards: bool = True
+    #: server tools become the upstream's hosted tools (a Responses route that allows it)
+    hosted_tools: bool = True
 
     def __repr__(self) -> str:  # never show the key, even masked
         return f"Route({self.name!r}, {self.dialect}, {self.base_url!r}, {self.upstream_model!r})"
@@ -243,6 +248,7 @@ def resolve_routes(settings: Settings, env: Mapping[str, str] | None = None) -> 
                 top_k=up.top_k,
                 mid_system=up.mid_system,
                 safeguards=rs.safeguards,
+                hosted_tools=rs.hosted_tools and up.dialect == "responses",
             )
         )
     return out

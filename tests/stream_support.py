@@ -16,10 +16,15 @@ Events = list[tuple[str, dict[str, Any]]]
 
 #: the fields of each accumulated block type that a comparison looks at
 BLOCK_KEYS: dict[str, tuple[str, ...]] = {
-    "text": ("type", "text"),
+    "text": ("type", "text", "citations"),
     "tool_use": ("type", "id", "name", "input"),
     "thinking": ("type", "thinking", "signature"),
     "redacted_thinking": ("type", "data"),
+    "server_tool_use": ("type", "id", "name", "input"),
+    "web_search_tool_result": ("type", "tool_use_id", "content"),
+    "code_execution_tool_result": ("type", "tool_use_id", "content"),
+    "mcp_tool_use": ("type", "id", "name", "server_name", "input"),
+    "mcp_tool_result": ("type", "tool_use_id", "is_error", "content"),
 }
 
 

@@ -15,7 +15,7 @@ from gateway.anthropic.ids import (
 from gateway.anthropic.signatures import Signer
 from gateway.anthropic.stop import stop_reason
 from gateway.anthropic.usage import usage_from_chat, usage_from_responses
-from gateway.schemas.anthropic import Usage
+from gateway.schemas.anthropic_out import Usage
 
 KEY = b"k" * 32
 

@@ -16,7 +16,7 @@ import pytest
 from gateway import errors
 from gateway.anthropic.signatures import Signer
 from gateway.dialects.chat.response import from_chat
-from gateway.schemas.anthropic import MessageResponse
+from gateway.schemas.anthropic_out import MessageResponse
 
 CORPUS = Path(os.environ.get("GATEWAY_CORPUS", "/work/shared/corpus"))
 SIGNER = Signer(b"test-signing-key-0123456789")

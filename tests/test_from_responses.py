@@ -14,7 +14,7 @@ from gateway import errors
 from gateway.anthropic.signatures import Signer
 from gateway.anthropic.tools import tool_input, tool_input_json
 from gateway.dialects.responses.response import from_responses
-from gateway.schemas.anthropic import (
+from gateway.schemas.anthropic_out import (
     RESPONSE_ENCODER,
     MessageResponse,
     OutRedactedThinking,
@@ -313,7 +313,8 @@ def test_reasoning_raw_text_and_parts() -> None:
 
 def test_unknown_items_ignored() -> None:
     body = response(
-        {"id": "ws_1", "type": "web_search_call", "status": "completed", "action": {}},
+        {"id": "fs_1", "type": "file_search_call", "status": "completed", "queries": []},
+        {"id": "mcpl_1", "type": "mcp_list_tools", "server_label": "x", "tools": []},
         message(text("answer")),
         {"type": "future_item", "whatever": [1, 2]},
     )

@@ -31,9 +31,10 @@ from gateway.app import create_app
 from gateway.dialects.responses.stream import ResponsesStreamTranslator
 from gateway.encoding import encode_json
 from gateway.errors import InvalidRequestError
-from gateway.handlers import DIALECTS, decode_request, translate_request
+from gateway.handlers import DIALECTS, translate_request
+from gateway.intake import decode_request
 from gateway.mock_upstream import start_mock
-from gateway.schemas.anthropic import MessageResponse
+from gateway.schemas.anthropic_out import MessageResponse
 from gateway.settings import Route
 from gateway.sse import SSEDecoder, SSEError, encode_frame
 from tests.anthropic_grammar import check_stream, parse_frames

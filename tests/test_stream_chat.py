@@ -93,7 +93,9 @@ def blocks(content: list[Any]) -> list[dict[str, Any]]:
     out = []
     for block in content:
         doc = block if isinstance(block, dict) else block.model_dump()
-        out.append({k: doc[k] for k in BLOCK_KEYS[doc["type"]]})
+        out.append(
+            {k: doc.get(k) for k in BLOCK_KEYS[doc["type"]] if k != "citations" or doc.get(k)}
+        )
     return out
 
 

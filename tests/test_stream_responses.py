@@ -72,7 +72,7 @@ def blocks(content: list[Any], *, signed_ids_only: bool = False) -> list[dict[st
     out = []
     for block in content:
         doc = block if isinstance(block, dict) else block.model_dump()
-        doc = {k: doc[k] for k in BLOCK_KEYS[doc["type"]]}
+        doc = {k: doc.get(k) for k in BLOCK_KEYS[doc["type"]] if k != "citations" or doc.get(k)}
         if signed_ids_only:
             for key in ("signature", "data"):
                 if key in doc:

@@ -649,8 +649,8 @@ MESSAGE_CASES = [
                 {"type": "server_tool_use", "id": "s", "name": "web_search", "input": {}}, text("A")
             ),
         ],
-        [U("Q"), A("A")],
-        id="server-tool-artefacts-dropped",
+        [U("Q"), A("[web_search {}]\nA")],
+        id="server-tool-use-as-text",
     ),
     # tool calls and results (§9.2, §9.5, §10.11)
     pytest.param(

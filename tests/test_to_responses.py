@@ -695,14 +695,40 @@ INPUT_CASES = [
             user("Search"),
             assistant(
                 text("Searching."),
-                {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}},
-                {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
+                {
+                    "type": "server_tool_use",
+                    "id": "srvtoolu_1",
+                    "name": "web_search",
+                    "input": {"query": "q"},
+                },
+                {
+                    "type": "web_search_tool_result",
+                    "tool_use_id": "srvtoolu_1",
+                    "content": [
+                        {
+                            "type": "web_search_result",
+                            "url": "https://e.test/a",
+                            "title": "A",
+                            "encrypted_content": "opaque",
+                            "page_age": "2 days ago",
+                        }
+                    ],
+                },
                 text("Found it."),
             ),
             user("Thanks"),
         ],
-        [u("Search"), a("Searching.", "Found it."), u("Thanks")],
-        id="server-artefacts-dropped",
+        [
+            u("Search"),
+            a(
+                "Searching.",
+                '[web_search {"query":"q"}]',
+                "Search results:\n- A: https://e.test/a (2 days ago)",
+                "Found it.",
+            ),
+            u("Thanks"),
+        ],
+        id="server-blocks-as-text",
     ),
 ]
 
@@ -1048,7 +1074,11 @@ BASH_SERVER = {"type": "bash_20250124", "name": "bash"}
             ],
             id="defer-loading-sent-as-ordinary",
         ),
-        pytest.param([WEB_SEARCH, WEATHER, BASH_SERVER], [WEATHER_FN], id="server-tools-dropped"),
+        pytest.param(
+            [WEB_SEARCH, WEATHER, BASH_SERVER],
+            [WEATHER_FN, {"type": "web_search"}],
+            id="web-search-hosted",
+        ),
         pytest.param(
             [{"name": "schemaless", "description": "x"}], None, id="no-input-schema-dropped"
         ),
@@ -1126,10 +1156,26 @@ def test_tool_choice_without_tools_omitted(choice: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("choice", [{"type": "auto"}, {"type": "none"}])
-def test_only_server_tools_non_forcing_choice_omitted(choice: dict[str, Any]) -> None:
-    payload = translate(body([user("Q")], tools=[WEB_SEARCH], tool_choice=choice))
+def test_only_unforwarded_tools_non_forcing_choice_omitted(choice: dict[str, Any]) -> None:
+    payload = translate(body([user("Q")], tools=[BASH_SERVER], tool_choice=choice))
     assert "tools" not in payload
     assert "tool_choice" not in payload
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ({"type": "auto"}, "auto"),
+        ({"type": "any"}, "required"),
+        ({"type": "tool", "name": "web_search"}, "required"),
+    ],
+)
+def test_only_hosted_tools_choice(choice: dict[str, Any], expected: str) -> None:
+    payload = translate(body([user("Q")], tools=[WEB_SEARCH], tool_choice=choice))
+    assert payload["tools"] == [{"type": "web_search"}]
+    assert payload["tool_choice"] == expected
+    assert payload["max_tool_calls"] == 3
+    assert payload["include"] == ["web_search_call.action.sources"]
 
 
 LONG_TOOL = "mcp__" + "very_long_server_name_" * 3 + "do_the_thing"
@@ -1432,7 +1478,7 @@ ERROR_CASES = [
             tools=[WEATHER, WEB_SEARCH],
             tool_choice={"type": "tool", "name": "web_search"},
         ),
-        "tool_choice.name: 'web_search' is not a custom tool",
+        "tool_choice.name: forcing the server tool 'web_search' next to other tools",
         id="choice-forces-server-tool",
     ),
     pytest.param(
@@ -1441,9 +1487,9 @@ ERROR_CASES = [
         id="choice-unknown-tool",
     ),
     pytest.param(
-        body([user("Q")], tools=[WEB_SEARCH], tool_choice={"type": "any"}),
+        body([user("Q")], tools=[BASH_SERVER], tool_choice={"type": "any"}),
         "tool_choice.type: 'any' needs a tool",
-        id="any-with-only-server-tools",
+        id="any-with-only-unforwarded-tools",
     ),
     pytest.param(
         body([user("Q")], output_config={"format": {"type": "json_schema"}}),

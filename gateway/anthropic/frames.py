@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import msgspec
 import orjson
 
-from ..schemas.anthropic import StopReason, Usage
+from ..schemas.anthropic_out import MessageResponse, StopReason, Usage
 from ..sse import encode_event
 
 __all__ = [
@@ -24,8 +25,10 @@ __all__ = [
     "block_start_frame",
     "block_stop_frame",
     "message_delta_frame",
+    "message_frames",
     "message_start_frame",
     "signature_delta_frame",
+    "usage_doc",
 ]
 
 # Deltas are built as prefix + orjson.dumps(fragment) + DELTA_END: the bytes equal orjson.dumps
@@ -79,14 +82,46 @@ def message_delta_frame(reason: StopReason, stop_sequence: str | None, usage: Us
         {
             "type": "message_delta",
             "delta": {"stop_reason": reason, "stop_sequence": stop_sequence},
-            "usage": {
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "cache_creation_input_tokens": usage.cache_creation_input_tokens,
-                "cache_read_input_tokens": usage.cache_read_input_tokens,
-            },
+            "usage": usage_doc(usage),
         },
     )
+
+
+def usage_doc(usage: Usage) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_creation_input_tokens": usage.cache_creation_input_tokens,
+        "cache_read_input_tokens": usage.cache_read_input_tokens,
+    }
+    if usage.server_tool_use is not msgspec.UNSET:
+        doc["server_tool_use"] = usage.server_tool_use
+    return doc
+
+
+def message_frames(message: MessageResponse) -> list[bytes]:
+    """A whole Message as the stream a client would have received (answers the gateway makes
+    itself, without an upstream): text as one ``text_delta``, a ``server_tool_use`` /
+    ``tool_use`` input as one ``input_json_delta``, results whole in their start event."""
+    out = [message_start_frame(message.id, message.model, message.usage.input_tokens), PING_FRAME]
+    for index, block in enumerate(message.content):
+        doc = msgspec.to_builtins(block)
+        kind = doc["type"]
+        prefix = DELTA_HEAD + str(index).encode()
+        if kind == "text":
+            out.append(block_start_frame(index, {"type": "text", "text": ""}))
+            out.append(prefix + DELTA_KIND[0] + orjson.dumps(doc["text"]) + DELTA_END)
+        elif kind in ("tool_use", "server_tool_use"):
+            out.append(block_start_frame(index, {**doc, "input": {}}))
+            partial = orjson.dumps(doc["input"]).decode()
+            out.append(prefix + DELTA_KIND[1] + orjson.dumps(partial) + DELTA_END)
+        else:
+            out.append(block_start_frame(index, doc))
+        out.append(block_stop_frame(index))
+    if message.stop_reason is not None:
+        out.append(message_delta_frame(message.stop_reason, message.stop_sequence, message.usage))
+    out.append(MESSAGE_STOP_FRAME)
+    return out
 
 
 def block_start_frame(index: int, block: dict[str, Any]) -> bytes:

@@ -7,6 +7,7 @@ output it wants, and its tool choice (protocol.md §9.1)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -149,18 +150,30 @@ class ToolChoicePlan:
     no_parallel: bool = False
 
 
-def tool_choice_plan(req: MessagesRequest, *, forwarded: bool) -> ToolChoicePlan | None:
+def tool_choice_plan(
+    req: MessagesRequest, *, forwarded: bool, hosted: Collection[str] = ()
+) -> ToolChoicePlan | None:
     """protocol.md §9.1. None: send no ``tool_choice``. ``forwarded``: at least one tool is
-    sent upstream. Call it whenever the request has tools, even if none is forwarded.
+    sent upstream; ``hosted``: the names of the server tools sent as hosted tools. Call it
+    whenever the request has tools, even if none is forwarded.
 
     Raises when the choice forces a tool that is not forwarded (a server tool, or a name the
     request does not define): dropping it would change what the client asked for (§10.16).
+    Forcing a hosted server tool is ``required`` when it is the only tool (Claude Code's
+    WebSearch sub-request); next to other tools it cannot be said upstream: a 400.
     """
     choice = req.tool_choice
     if choice is None:
         return None
     if isinstance(choice, ToolChoiceTool):
         names = {t.name for t in req.tools or () if is_custom_tool(t.type, t.input_schema)}
+        if choice.name in hosted:
+            if len(hosted) == 1 and not names:
+                return ToolChoicePlan("required")
+            raise InvalidRequestError(
+                f"tool_choice.name: forcing the server tool {choice.name!r} next to other "
+                "tools has no upstream equivalent"
+            )
         if choice.name not in names:
             raise InvalidRequestError(
                 f"tool_choice.name: {choice.name!r} is not a custom tool of this request "

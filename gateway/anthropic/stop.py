@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ..schemas.anthropic import StopReason
+from ..schemas.anthropic_out import StopReason
 
 #: ``response.failed`` codes that are the model declining on policy grounds: the answer ends
 #: with ``stop_reason: "refusal"`` rather than an error a client would retry (protocol.md §9.11).

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 import orjson
 
 from ..errors import GatewayError, error_body
-from ..schemas.anthropic import StopReason, Usage
+from ..schemas.anthropic_out import StopReason, Usage
 from ..sse import SSEEvent, encode_frame
 from .frames import (
     DELTA_END,
@@ -54,6 +54,7 @@ __all__ = [
     "DONE",
     "IDLE",
     "OPEN",
+    "SERVER",
     "TEXT",
     "THINK",
     "TOOL",
@@ -66,6 +67,8 @@ __all__ = [
 TEXT: Final = 0
 TOOL: Final = 1
 THINK: Final = 2
+#: a hosted-tool call (web search, code execution, MCP): whole blocks, emitted when finished
+SERVER: Final = 3
 
 # Part states.
 IDLE: Final = 0  # no block open: nothing to show yet, or its block gave way
@@ -141,6 +144,7 @@ class BaseStreamTranslator(ABC, Generic[P]):
         tool_names: Mapping[str, str] | None = None,
         message_id: str | None = None,
         input_tokens: int = 0,
+        blocked_domains: Sequence[str] = (),
     ) -> None:
         self.model = model
         self.request_id = request_id
@@ -150,6 +154,8 @@ class BaseStreamTranslator(ABC, Generic[P]):
         self._thinking = thinking
         self._stop_sequences = [s for s in stop_sequences or () if s]
         self._tool_names = tool_names
+        #: web search ``blocked_domains``: left out of hosted search results and citations
+        self._blocked = tuple(blocked_domains)
 
         self.done = False
         self.error: GatewayError | None = None

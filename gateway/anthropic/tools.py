@@ -7,19 +7,43 @@ their names (``tool_name_map``; the rule itself is ``tool_schema.upstream_tool_n
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
 import orjson
 
-from ..schemas.anthropic import MessagesRequest, ToolUseBlock
+from ..errors import InvalidRequestError
+from ..schemas.anthropic import MessagesRequest, Tool, ToolUseBlock
 from .tool_schema import upstream_tool_name
 
 
 def is_custom_tool(kind: str | None, schema: dict[str, Any] | None) -> bool:
     """Server tools have a versioned type and no input_schema (protocol.md §1.4)."""
     return (kind is None or kind == "custom") and schema is not None
+
+
+def check_tools(tools: Sequence[Tool] | None) -> None:
+    """A custom tool (no ``type``) needs a ``name`` and an ``input_schema``, as Anthropic's API
+    requires; server tools are checked by the dialect that serves them."""
+    for i, tool in enumerate(tools or ()):
+        if tool.type is None or tool.type == "custom":
+            for field in ("name", "input_schema"):
+                if getattr(tool, field) is None:
+                    raise InvalidRequestError(
+                        f"$.tools[{i}]: Object missing required field `{field}`"
+                    )
+
+
+def custom_tools(req: MessagesRequest) -> list[tuple[Tool, str]]:
+    """The request's custom tools with their names (a custom tool without one is a 400)."""
+    out: list[tuple[Tool, str]] = []
+    for i, tool in enumerate(req.tools or ()):
+        if is_custom_tool(tool.type, tool.input_schema):
+            if not tool.name:
+                raise InvalidRequestError(f"tools.{i}.name: Field required")
+            out.append((tool, tool.name))
+    return out
 
 
 def tool_name_map(req: MessagesRequest) -> dict[str, str]:
@@ -29,11 +53,10 @@ def tool_name_map(req: MessagesRequest) -> dict[str, str]:
     response side uses it to give ``tool_use.name`` back in the client's spelling.
     """
     out: dict[str, str] = {}
-    for tool in req.tools or ():
-        if is_custom_tool(tool.type, tool.input_schema):
-            upstream = upstream_tool_name(tool.name)
-            if upstream != tool.name:
-                out[upstream] = tool.name
+    for _, name in custom_tools(req):
+        upstream = upstream_tool_name(name)
+        if upstream != name:
+            out[upstream] = name
     return out
 
 

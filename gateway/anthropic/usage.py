@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..schemas.anthropic import Usage
+from ..schemas.anthropic_out import Usage
 
 
 def _int(v: Any) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import GatewayError
-from ..schemas.anthropic import MessageResponse, Usage
+from ..schemas.anthropic_out import MessageResponse, Usage
 from ..sse import SSEEvent
 
 

@@ -27,7 +27,8 @@ from ..lifecycle import Lifecycle
 from ..logs import log_event
 from ..metrics import Metrics
 from ..routing import Router
-from ..schemas.anthropic import Message, MessageResponse, MessagesRequest, OutToolUse
+from ..schemas.anthropic import Message, MessagesRequest
+from ..schemas.anthropic_out import MessageResponse, OutToolUse
 from ..settings import Route, Settings
 from ..upstream import UpstreamClient
 from .prompt import answer_text, classifier_input, classifier_payload

@@ -92,26 +92,92 @@ class ToolResultBlock(_Tagged, tag="tool_result"):
     is_error: bool | None = None
 
 
-def _artefact(tag: str) -> type[Struct]:
-    # Server-tool artefacts that clients may echo back from earlier responses (§1.3). They have
-    # no upstream equivalent and are dropped by the translators; declaring them keeps the
-    # request valid instead of failing on an unknown tag.
-    return msgspec.defstruct(f"Artefact_{tag}", [], bases=(_Tagged,), tag=tag, kw_only=True)
+# Server-tool blocks clients echo back from earlier answers (§1.3, issue 14): kept with the
+# fields the translators render as text on the next turn (the upstream runs stateless, so the
+# hosted-tool items cannot be replayed).
 
 
-SERVER_ARTEFACT_TAGS: Final = (
-    "server_tool_use",
-    "web_search_tool_result",
-    "web_fetch_tool_result",
-    "code_execution_tool_result",
-    "bash_code_execution_tool_result",
-    "text_editor_code_execution_tool_result",
-    "tool_search_tool_result",
-    "container_upload",
-    "mcp_tool_use",
-    "mcp_tool_result",
+class ServerToolUseBlock(_Tagged, tag="server_tool_use"):
+    id: str = ""
+    name: str = ""
+    input: Any = None
+
+
+class WebSearchToolResultBlock(_Tagged, tag="web_search_tool_result"):
+    tool_use_id: str = ""
+    #: a list of web_search_result objects, or an error object
+    content: Any = None
+
+
+class WebFetchToolResultBlock(_Tagged, tag="web_fetch_tool_result"):
+    tool_use_id: str = ""
+    content: Any = None
+
+
+class CodeExecutionToolResultBlock(_Tagged, tag="code_execution_tool_result"):
+    tool_use_id: str = ""
+    content: Any = None
+
+
+class BashCodeExecutionToolResultBlock(_Tagged, tag="bash_code_execution_tool_result"):
+    tool_use_id: str = ""
+    content: Any = None
+
+
+class TextEditorCodeExecutionToolResultBlock(_Tagged, tag="text_editor_code_execution_tool_result"):
+    tool_use_id: str = ""
+    content: Any = None
+
+
+class ToolSearchToolResultBlock(_Tagged, tag="tool_search_tool_result"):
+    tool_use_id: str = ""
+    content: Any = None
+
+
+class McpToolUseBlock(_Tagged, tag="mcp_tool_use"):
+    id: str = ""
+    name: str = ""
+    server_name: str = ""
+    input: Any = None
+
+
+class McpToolResultBlock(_Tagged, tag="mcp_tool_result"):
+    tool_use_id: str = ""
+    is_error: bool = False
+    content: Any = None
+
+
+class ContainerUploadBlock(_Tagged, tag="container_upload"):
+    file_id: str = ""
+
+
+SERVER_RESULT_BLOCKS: Final = (
+    WebSearchToolResultBlock,
+    WebFetchToolResultBlock,
+    CodeExecutionToolResultBlock,
+    BashCodeExecutionToolResultBlock,
+    TextEditorCodeExecutionToolResultBlock,
+    ToolSearchToolResultBlock,
+    McpToolResultBlock,
 )
-_ARTEFACTS = tuple(_artefact(t) for t in SERVER_ARTEFACT_TAGS)
+ServerBlock = (
+    ServerToolUseBlock
+    | McpToolUseBlock
+    | WebSearchToolResultBlock
+    | WebFetchToolResultBlock
+    | CodeExecutionToolResultBlock
+    | BashCodeExecutionToolResultBlock
+    | TextEditorCodeExecutionToolResultBlock
+    | ToolSearchToolResultBlock
+    | McpToolResultBlock
+    | ContainerUploadBlock
+)
+_ARTEFACTS: Final = (
+    ServerToolUseBlock,
+    McpToolUseBlock,
+    *SERVER_RESULT_BLOCKS,
+    ContainerUploadBlock,
+)
 ServerArtefact = _ARTEFACTS  # the classes, for isinstance checks
 
 # msgspec needs the union spelled as a type; build it from the declared classes.
@@ -154,12 +220,32 @@ class Message(Struct, kw_only=True):
 
 
 class Tool(Struct, kw_only=True):
-    """A custom tool, or a server tool (versioned ``type``, no ``input_schema``)."""
+    """A custom tool, or a server tool (versioned ``type``, no ``input_schema``). The server
+    tools' own settings are kept as sent (protocol.md §1.4, issue 14)."""
 
-    name: Annotated[str, Meta(min_length=1)]
+    name: Annotated[str, Meta(min_length=1)] | None = None
     description: str | None = None
     input_schema: dict[str, Any] | None = None
     type: str | None = None
+    # web_search / web_fetch
+    max_uses: int | None = None
+    allowed_domains: list[str] | None = None
+    blocked_domains: list[str] | None = None
+    user_location: dict[str, Any] | None = None
+    # mcp_toolset (MCP connector, 2025-11-20)
+    mcp_server_name: str | None = None
+    default_config: dict[str, Any] | None = None
+    configs: dict[str, Any] | None = None
+
+
+class McpServer(Struct, kw_only=True):
+    """An MCP server of the MCP connector (``mcp_servers``)."""
+
+    type: str = "url"
+    url: str
+    name: str
+    authorization_token: str | None = None
+    tool_configuration: dict[str, Any] | None = None
 
 
 class ToolChoiceAuto(_Tagged, tag="auto"):
@@ -212,6 +298,8 @@ class _Body(Struct, kw_only=True):
     tool_choice: ToolChoice | None = None
     thinking: ThinkingConfig | None = None
     output_config: OutputConfig | None = None
+    #: the MCP connector's servers (issue 14: Responses ``mcp`` tools)
+    mcp_servers: list[McpServer] | None = None
 
 
 class MessagesRequest(_Body, kw_only=True):
@@ -235,66 +323,3 @@ class CountTokensRequest(_Body, kw_only=True):
 
 REQUEST_DECODER: Final = msgspec.json.Decoder(MessagesRequest)
 COUNT_TOKENS_DECODER: Final = msgspec.json.Decoder(CountTokensRequest)
-
-
-# ---------------------------------------------------------------------------------------------
-# Outbound: the Message response (§2)
-
-
-class _OutTagged(Struct, tag_field="type", kw_only=True):
-    pass
-
-
-class OutText(_OutTagged, tag="text"):
-    text: str
-
-
-class OutToolUse(_OutTagged, tag="tool_use"):
-    id: str
-    name: str
-    input: Any
-
-
-class OutThinking(_OutTagged, tag="thinking"):
-    thinking: str
-    signature: str
-
-
-class OutRedactedThinking(_OutTagged, tag="redacted_thinking"):
-    data: str
-
-
-OutBlock = OutText | OutToolUse | OutThinking | OutRedactedThinking
-
-StopReason = Literal[
-    "end_turn",
-    "max_tokens",
-    "stop_sequence",
-    "tool_use",
-    "pause_turn",
-    "refusal",
-    "model_context_window_exceeded",
-]
-
-
-class Usage(Struct, kw_only=True):
-    input_tokens: int
-    output_tokens: int
-    cache_creation_input_tokens: int = 0
-    cache_read_input_tokens: int = 0
-
-
-class MessageResponse(Struct, kw_only=True):
-    id: str
-    type: Literal["message"] = "message"
-    role: Literal["assistant"] = "assistant"
-    model: str
-    content: list[OutBlock]
-    stop_reason: StopReason | None
-    stop_sequence: str | None = None
-    usage: Usage
-    #: verdicts on the answer's tool calls when the request carried ``safeguards`` (issue 13)
-    safeguard_results: list[Any] | msgspec.UnsetType = msgspec.UNSET
-
-
-RESPONSE_ENCODER: Final = msgspec.json.Encoder()

@@ -26,15 +26,20 @@ from msgspec import Raw, Struct
 __all__ = [
     "HEAD_DECODER",
     "RESPONSE_DECODER",
+    "Annotation",
+    "CodeInterpreterCallItem",
     "ContentPart",
     "FunctionCallItem",
+    "HostedItem",
     "IncompleteDetails",
+    "McpCallItem",
     "MessageItem",
     "OutputItem",
     "ReasoningItem",
     "Response",
     "ResponseError",
     "ResponseUsage",
+    "WebSearchCallItem",
     "decode_item",
 ]
 
@@ -52,6 +57,18 @@ class ContentPart(Struct, kw_only=True, gc=False):
     type: str = ""
     text: str | None = None
     refusal: str | None = None
+    #: ``url_citation`` and other annotations of an output_text part (hosted search)
+    annotations: list[Annotation] | None = None
+
+
+class Annotation(Struct, kw_only=True, gc=False):
+    """An output_text annotation; only ``url_citation`` is translated (issue 14)."""
+
+    type: str = ""
+    start_index: int = 0
+    end_index: int = 0
+    url: str | None = None
+    title: str | None = None
 
 
 class _Item(Struct, tag_field="type", kw_only=True):
@@ -83,7 +100,62 @@ class ReasoningItem(_Item, tag="reasoning"):
     encrypted_content: str | None = None
 
 
-OutputItem = MessageItem | FunctionCallItem | ReasoningItem
+class WebSource(Struct, kw_only=True, gc=False):
+    type: str = ""
+    url: str | None = None
+    title: str | None = None
+
+
+class WebSearchAction(Struct, kw_only=True, gc=False):
+    """``search`` (query, sources with include ``web_search_call.action.sources``),
+    ``open_page`` or ``find_in_page``."""
+
+    type: str = ""
+    query: str | None = None
+    queries: list[str] | None = None
+    sources: list[WebSource] | None = None
+    url: str | None = None
+
+
+class WebSearchCallItem(_Item, tag="web_search_call"):
+    id: str | None = None
+    status: str | None = None
+    action: WebSearchAction | None = None
+
+
+class CodeOutput(Struct, kw_only=True, gc=False):
+    type: str = ""
+    logs: str | None = None
+    url: str | None = None
+
+
+class CodeInterpreterCallItem(_Item, tag="code_interpreter_call"):
+    id: str | None = None
+    status: str | None = None
+    code: str | None = None
+    outputs: list[CodeOutput] | None = None
+    container_id: str | None = None
+
+
+class McpError(Struct, kw_only=True, gc=False):
+    type: str | None = None
+    message: str | None = None
+
+
+class McpCallItem(_Item, tag="mcp_call"):
+    id: str | None = None
+    status: str | None = None
+    name: str | None = None
+    server_label: str | None = None
+    arguments: str | None = None
+    output: str | None = None
+    error: McpError | str | None = None
+
+
+#: Items of the hosted tools the gateway asks for (issue 14); ``mcp_list_tools`` and other
+#: hosted items stay unknown and are skipped.
+HostedItem = WebSearchCallItem | CodeInterpreterCallItem | McpCallItem
+OutputItem = MessageItem | FunctionCallItem | ReasoningItem | HostedItem
 
 
 class InputTokensDetails(Struct, kw_only=True, gc=False):
@@ -140,14 +212,24 @@ class _Head(Struct, gc=False):
 
 
 HEAD_DECODER: Final = msgspec.json.Decoder(_Head)
-_ITEM_TYPES: Final = frozenset({"message", "function_call", "reasoning"})
+_ITEM_TYPES: Final = frozenset(
+    {
+        "message",
+        "function_call",
+        "reasoning",
+        "web_search_call",
+        "code_interpreter_call",
+        "mcp_call",
+    }
+)
 
 
 def decode_item(raw: Raw | bytes | str) -> OutputItem | None:
     """Decode one output item; ``None`` for an item type we do not translate.
 
-    Hosted-tool items (``web_search_call`` …, responses-stream-web-search-annotations) are not
-    requested by the gateway and are ignored (§6). Raises ``msgspec.DecodeError`` (or its
+    The hosted-tool items the gateway maps (``web_search_call``, ``code_interpreter_call``,
+    ``mcp_call``) decode; other hosted items (``mcp_list_tools``, ``file_search_call`` …) are
+    ignored (§6). Raises ``msgspec.DecodeError`` (or its
     subclass ``ValidationError``) for malformed JSON or a known item with wrong field types.
     """
     try:

@@ -32,7 +32,8 @@ from gateway.dialects.responses.request import to_responses
 from gateway.dialects.responses.response import from_responses
 from gateway.dialects.responses.stream import ResponsesStreamTranslator
 from gateway.mock_upstream import start_mock
-from gateway.schemas.anthropic import REQUEST_DECODER, RESPONSE_ENCODER, MessagesRequest
+from gateway.schemas.anthropic import REQUEST_DECODER, MessagesRequest
+from gateway.schemas.anthropic_out import RESPONSE_ENCODER
 from gateway.sse import SSEDecoder, SSEEvent
 from tests.perf.scenarios import Scenario, build_scenarios
 

@@ -36,9 +36,10 @@ from ...anthropic.request import (
     thinking_effort,
     tool_choice_plan,
 )
+from ...anthropic.server_tools import server_block_text
 from ...anthropic.signatures import Signer
 from ...anthropic.tool_schema import clean_schema, upstream_tool_name
-from ...anthropic.tools import is_custom_tool, tool_arguments
+from ...anthropic.tools import custom_tools, tool_arguments
 from ...errors import InvalidRequestError
 from ...schemas.anthropic import (
     DocumentBlock,
@@ -46,6 +47,7 @@ from ...schemas.anthropic import (
     Message,
     MessagesRequest,
     SearchResultBlock,
+    ServerArtefact,
     TextBlock,
     ThinkingBlock,
     ToolReferenceBlock,
@@ -155,10 +157,8 @@ def _tools(req: MessagesRequest) -> list[dict[str, Any]]:
     """Custom tools as function tools; server tools dropped (protocol.md §9.1). No ``strict``:
     Chat defaults to false, and some compatible servers reject the key."""
     out: list[dict[str, Any]] = []
-    for tool in req.tools or ():
-        if not is_custom_tool(tool.type, tool.input_schema):
-            continue
-        fn: dict[str, Any] = {"name": upstream_tool_name(tool.name)}
+    for tool, name in custom_tools(req):
+        fn: dict[str, Any] = {"name": upstream_tool_name(name)}
         if tool.description is not None:
             fn["description"] = tool.description
         fn["parameters"] = clean_schema(tool.input_schema)
@@ -310,8 +310,12 @@ class _Messages:
                 parts.append(maker.text(search_result_text(block)))
             elif kind is ToolReferenceBlock:
                 parts.append(maker.text(tool_reference_text(block)))
+            elif kind in ServerArtefact:
+                note = server_block_text(block)
+                if note:
+                    parts.append(maker.text(note))
             # tool_result: answered right after its call (or an orphan, dropped); tool_use /
-            # thinking in a user turn and server-tool artefacts: nothing upstream.
+            # thinking in a user turn: nothing upstream.
         if parts:
             self._out.append({"role": "user", "content": _content(parts)})
 
@@ -343,7 +347,12 @@ class _Messages:
                 # Plain text back to servers that want it (protocol.md §9.10); whatever the
                 # signature (Claude's, ours, or "" as Claude Code echoes unsigned thinking).
                 thoughts.append(block.thinking)
-            # redacted thinking has no text; images and server-tool artefacts: not allowed.
+            elif kind in ServerArtefact:
+                # Earlier hosted-tool calls (on another route) as text (issue 14).
+                note = server_block_text(block)
+                if note:
+                    texts.append(note)
+            # redacted thinking has no text; images: not allowed.
         if not texts and not calls:
             return
         # "" rather than null without text: Ollama rejects null content ("invalid message

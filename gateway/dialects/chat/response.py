@@ -27,7 +27,7 @@ Rules (identical in ``chat.stream``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -46,7 +46,7 @@ from ...errors import (
     from_upstream_failure,
     invalid_response,
 )
-from ...schemas.anthropic import (
+from ...schemas.anthropic_out import (
     MessageResponse,
     OutBlock,
     OutText,
@@ -175,8 +175,10 @@ def from_chat(
     thinking: bool,
     stop_sequences: list[str] | None = None,
     tool_names: Mapping[str, str] | None = None,
+    blocked_domains: Sequence[str] = (),
 ) -> MessageResponse:
     """Translate the upstream's non-streaming ``chat.completion`` body into a Message.
+    (``blocked_domains`` is for hosted search, which Chat upstreams never run.)
 
     ``model`` is the client's model string (echoed, protocol.md §10 item 14). ``signer`` is
     accepted for the dialect interface and unused (module docstring: no signatures). With

@@ -1,7 +1,7 @@
 """Responses API stream events: one handler per event class, and the dispatch table.
 
 Pure: no aiohttp, no asyncio. The handlers are the event methods of the stream state
-(:class:`~.items.ResponsesItems`), kept as functions so that ``feed`` (:mod:`.stream`)
+(:class:`~.content.ResponsesContent`), kept as functions so that ``feed`` (:mod:`.stream`)
 dispatches with one dict lookup (``HANDLERS[type(ev)](self, ev, out)``) and no extra call per
 event; they use the translator's state and its item and block helpers directly. The table is
 built, and checked to cover every event class the decoder can return, at import (design.md,
@@ -45,7 +45,7 @@ from ...schemas.openai_responses_events import (
     StreamEvent,
     UnknownEvent,
 )
-from .items import ResponsesItems
+from .content import ResponsesContent
 
 __all__ = ["HANDLERS"]
 
@@ -56,14 +56,14 @@ _log = logging.getLogger("gateway.dialects.responses.stream")
 _SUMMARY: Final = 0
 _RAW: Final = 1
 
-_Handler = Callable[[ResponsesItems, Any, list[bytes]], None]
+_Handler = Callable[[ResponsesContent, Any, list[bytes]], None]
 
 
 # ---------------------------------------------------------------------------------------------
 # Event handlers: one per event class (design.md, house style 6: exhaustive dispatch).
 
 
-def _on_text_delta(self: ResponsesItems, ev: OutputTextDelta, out: list[bytes]) -> None:
+def _on_text_delta(self: ResponsesContent, ev: OutputTextDelta, out: list[bytes]) -> None:
     delta = ev.delta
     if ev.output_index == self._fast_text:
         # Hot path: the open text block, no stop sequences.
@@ -80,7 +80,7 @@ def _on_text_delta(self: ResponsesItems, ev: OutputTextDelta, out: list[bytes]) 
         self._text(it, delta, out)
 
 
-def _on_refusal_delta(self: ResponsesItems, ev: RefusalDelta, out: list[bytes]) -> None:
+def _on_refusal_delta(self: ResponsesContent, ev: RefusalDelta, out: list[bytes]) -> None:
     if not ev.delta:
         return
     it = self._find(ev.output_index, ev.item_id)
@@ -91,7 +91,9 @@ def _on_refusal_delta(self: ResponsesItems, ev: RefusalDelta, out: list[bytes]) 
         self._text(it, ev.delta, out)
 
 
-def _on_args_delta(self: ResponsesItems, ev: FunctionCallArgumentsDelta, out: list[bytes]) -> None:
+def _on_args_delta(
+    self: ResponsesContent, ev: FunctionCallArgumentsDelta, out: list[bytes]
+) -> None:
     if ev.output_index == self._fast_args:
         if ev.delta:
             self._out_chars += len(ev.delta)
@@ -107,7 +109,7 @@ def _on_args_delta(self: ResponsesItems, ev: FunctionCallArgumentsDelta, out: li
         self._args(it, ev.delta, out)
 
 
-def _on_args_done(self: ResponsesItems, ev: FunctionCallArgumentsDone, out: list[bytes]) -> None:
+def _on_args_done(self: ResponsesContent, ev: FunctionCallArgumentsDone, out: list[bytes]) -> None:
     # The arguments are complete here; output_item.done adds nothing for a function call, so
     # finishing now lets waiting items go sooner.
     it = self._find(ev.output_index, ev.item_id)
@@ -124,7 +126,7 @@ def _on_args_done(self: ResponsesItems, ev: FunctionCallArgumentsDone, out: list
 
 
 def _on_reasoning_delta(
-    self: ResponsesItems,
+    self: ResponsesContent,
     ev: ReasoningSummaryTextDelta | ReasoningTextDelta,
     out: list[bytes],
 ) -> None:
@@ -140,7 +142,9 @@ def _on_reasoning_delta(
             self._reasoning(it, _RAW, ev.content_index, ev.delta, out)
 
 
-def _decode_or_fail(self: ResponsesItems, raw: msgspec.Raw, out: list[bytes]) -> OutputItem | None:
+def _decode_or_fail(
+    self: ResponsesContent, raw: msgspec.Raw, out: list[bytes]
+) -> OutputItem | None:
     try:
         return decode_item(raw)
     except msgspec.DecodeError as exc:
@@ -148,7 +152,7 @@ def _decode_or_fail(self: ResponsesItems, raw: msgspec.Raw, out: list[bytes]) ->
         return None
 
 
-def _on_item_added(self: ResponsesItems, ev: OutputItemAdded, out: list[bytes]) -> None:
+def _on_item_added(self: ResponsesContent, ev: OutputItemAdded, out: list[bytes]) -> None:
     item = _decode_or_fail(self, ev.item, out)
     if item is None or (isinstance(item, ReasoningItem) and not self._thinking):
         return  # hosted-tool items, or reasoning with thinking off: ignored (§6)
@@ -161,7 +165,7 @@ def _on_item_added(self: ResponsesItems, ev: OutputItemAdded, out: list[bytes]) 
             self._wait(it)
 
 
-def _on_item_done(self: ResponsesItems, ev: OutputItemDone, out: list[bytes]) -> None:
+def _on_item_done(self: ResponsesContent, ev: OutputItemDone, out: list[bytes]) -> None:
     item = _decode_or_fail(self, ev.item, out)
     if item is None or (isinstance(item, ReasoningItem) and not self._thinking):
         return
@@ -169,12 +173,12 @@ def _on_item_done(self: ResponsesItems, ev: OutputItemDone, out: list[bytes]) ->
 
 
 def _on_completed(
-    self: ResponsesItems, ev: ResponseCompleted | ResponseIncomplete, out: list[bytes]
+    self: ResponsesContent, ev: ResponseCompleted | ResponseIncomplete, out: list[bytes]
 ) -> None:
     self._terminal(ev.response, out)
 
 
-def _on_failed(self: ResponsesItems, ev: ResponseFailed, out: list[bytes]) -> None:
+def _on_failed(self: ResponsesContent, ev: ResponseFailed, out: list[bytes]) -> None:
     error = ev.response.error
     if error is not None and error.code in POLICY_REFUSAL_CODES:
         self._refusal = True
@@ -183,7 +187,7 @@ def _on_failed(self: ResponsesItems, ev: ResponseFailed, out: list[bytes]) -> No
     self._fail(failure_error(error), out)
 
 
-def _on_error(self: ResponsesItems, ev: ErrorEvent, out: list[bytes]) -> None:
+def _on_error(self: ResponsesContent, ev: ErrorEvent, out: list[bytes]) -> None:
     # Flat {code, message} (openai SDK type) or nested {"error": {type, code, message}}.
     nested = ev.error
     if nested is not None:
@@ -194,12 +198,12 @@ def _on_error(self: ResponsesItems, ev: ErrorEvent, out: list[bytes]) -> None:
     self._fail(failure_error(ResponseError(code=code, message=message)), out)
 
 
-def _on_ignored(self: ResponsesItems, ev: IgnoredEvent, out: list[bytes]) -> None:
+def _on_ignored(self: ResponsesContent, ev: IgnoredEvent, out: list[bytes]) -> None:
     """Known events that carry nothing we need (lifecycle, part boundaries, ``.done``
     repeats of text already streamed, annotations)."""
 
 
-def _on_unhandled(self: ResponsesItems, ev: UnknownEvent, out: list[bytes]) -> None:
+def _on_unhandled(self: ResponsesContent, ev: UnknownEvent, out: list[bytes]) -> None:
     """UnknownEvent (hosted tools, future events): ignored on purpose, counted."""
     self.ignored_events += 1
     # The type name only: never event contents (design.md, house style 11).

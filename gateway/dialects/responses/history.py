@@ -25,6 +25,7 @@ from ...anthropic.parts import (
 from ...anthropic.request import (
     system_message_texts,
 )
+from ...anthropic.server_tools import server_block_text
 from ...anthropic.signatures import Signer
 from ...anthropic.tool_schema import upstream_tool_name
 from ...anthropic.tools import tool_arguments
@@ -35,6 +36,7 @@ from ...schemas.anthropic import (
     Message,
     RedactedThinkingBlock,
     SearchResultBlock,
+    ServerArtefact,
     TextBlock,
     ThinkingBlock,
     ToolReferenceBlock,
@@ -150,7 +152,11 @@ class InputBuilder:
                 parts.append(_input_text(search_result_text(block)))
             elif kind is ToolReferenceBlock:
                 parts.append(_input_text(tool_reference_text(block)))
-            # tool_use / thinking in a user turn and server-tool artefacts: nothing upstream.
+            elif kind in ServerArtefact:
+                note = server_block_text(block, self._signer)
+                if note:
+                    parts.append(_input_text(note))
+            # tool_use / thinking in a user turn: nothing upstream.
         if parts:
             items.append({"role": "user", "content": parts})
 
@@ -192,7 +198,13 @@ class InputBuilder:
                         turn.append(_assistant_message(text))
                         text = []
                     turn.append(item)
-            # images, documents, server-tool artefacts: not allowed / meaningless upstream.
+            elif kind in ServerArtefact:
+                # Earlier hosted-tool calls as text: the upstream runs stateless, so their
+                # items cannot be replayed (issue 14); the model still sees what they found.
+                note = server_block_text(block, self._signer)
+                if note:
+                    text.append(_output_text(note))
+            # images and documents: not allowed upstream in an assistant turn.
         if text:
             turn.append(_assistant_message(text))
         # A reasoning item must be followed by the item it produced (protocol.md §9.10).

@@ -16,19 +16,23 @@ closed at any point, so a text block gives way immediately when another item mus
 
 from __future__ import annotations
 
-from typing import Final
-
 import msgspec
+import orjson
 
-from ...anthropic.frames import block_start_frame, block_stop_frame, signature_delta_frame
-from ...anthropic.stop import stop_reason
+from ...anthropic.frames import (
+    DELTA_END,
+    DELTA_HEAD,
+    DELTA_KIND,
+    block_start_frame,
+    block_stop_frame,
+    signature_delta_frame,
+)
 from ...anthropic.stop_sequences import StopSequenceScanner
 from ...anthropic.stream import (
-    ARGS_FIRST,
     ARGS_LIVE,
-    ARGS_WHOLE,
     DONE,
     OPEN,
+    SERVER,
     TEXT,
     THINK,
     TOOL,
@@ -36,21 +40,16 @@ from ...anthropic.stream import (
     BaseStreamTranslator,
     Part,
 )
-from ...anthropic.tools import tool_input_json
-from ...errors import APIError
+from ...schemas.anthropic_out import OutBlock, OutServerToolUse
 from ...schemas.openai_responses import (
     FunctionCallItem,
     MessageItem,
     OutputItem,
-    ReasoningItem,
-    Response,
-    decode_item,
 )
-from .response import final_usage, message_text, reasoning_text
+from .hosted import HOSTED_ITEMS
 
 __all__ = ["Item", "ResponsesItems"]
 
-_EOF_MESSAGE: Final = "upstream closed the stream before the response completed"
 
 # Item kinds (anthropic.stream): a message item → TEXT, a function_call item → TOOL, a reasoning
 # item → THINK (thinking, or redacted_thinking). Item states: anthropic.stream's; an item whose text
@@ -65,6 +64,7 @@ class Item(Part):
         "encrypted",
         "finished",
         "has_text",
+        "hosted",
         "item_id",
         "match",
         "output_index",
@@ -90,6 +90,8 @@ class Item(Part):
         self.part: tuple[int, int] | None = None
         self.source = -1
         self.encrypted: str | None = None
+        # hosted tool: its blocks, once the item is finished
+        self.hosted: list[OutBlock] = []
 
 
 class ResponsesItems(BaseStreamTranslator[Item]):
@@ -103,40 +105,7 @@ class ResponsesItems(BaseStreamTranslator[Item]):
         # (never an index; -1 means "absent" in the schema).
         self._fast_text = -2
         self._fast_args = -2
-
-    def _eof(self, out: list[bytes]) -> None:
-        """Without a terminal event, EOF is an error (§10 item 9)."""
-        self._fail(APIError(_EOF_MESSAGE), out)
-
-    def _terminal(self, resp: Response, out: list[bytes]) -> None:
-        """response.completed / response.incomplete: finish every item, then end."""
-        finals: dict[str, OutputItem] | None = None
-        if not self._items and resp.output:
-            # Nothing was announced item by item: build the blocks from the final output.
-            for position, item in enumerate(_decode_items(resp.output)):
-                if isinstance(item, ReasoningItem) and not self._thinking:
-                    continue
-                self._complete(self._item_for(item, position), out, item)
-                if self.done:
-                    return
-        for it in list(self._items):
-            if it.finished or it.state == DONE:
-                continue
-            if finals is None:
-                finals = {i.id: i for i in _decode_items(resp.output) if i.id}
-            self._complete(it, out, finals.get(it.item_id))
-            if self.done:
-                return
-        incomplete = resp.incomplete_details.reason if resp.incomplete_details else None
-        self._end(
-            stop_reason(
-                incomplete_reason=incomplete,
-                refusal=self._refusal,
-                tool_use=self._tool_blocks > 0,
-            ),
-            final_usage(resp.usage, input_tokens=self.input_tokens, output_chars=self._out_chars),
-            out,
-        )
+        self._searches = 0  # hosted web searches (usage.server_tool_use)
 
     # -----------------------------------------------------------------------------------------
     # Items
@@ -171,6 +140,8 @@ class ResponsesItems(BaseStreamTranslator[Item]):
                 it = self._register(TEXT, output_index, item_id)
             elif isinstance(item, FunctionCallItem):
                 it = self._register(TOOL, output_index, item_id)
+            elif isinstance(item, HOSTED_ITEMS):
+                it = self._register(SERVER, output_index, item_id)
             else:
                 it = self._register(THINK, output_index, item_id)
         if isinstance(item, FunctionCallItem):
@@ -199,6 +170,9 @@ class ResponsesItems(BaseStreamTranslator[Item]):
         return it.kind == TEXT
 
     def _take_turn(self, it: Item, out: list[bytes]) -> None:
+        if it.kind == SERVER:
+            self._emit_hosted(it, out)
+            return
         if it.pending or it.kind == TOOL:
             self._open_block(it, out)
         if it.finished:
@@ -218,6 +192,29 @@ class ResponsesItems(BaseStreamTranslator[Item]):
         out.append(block_stop_frame(index))
         it.state = DONE
 
+    def _emit_hosted(self, it: Item, out: list[bytes]) -> None:
+        """A hosted-tool call's blocks, whole: a ``server_tool_use`` (or ``mcp_tool_use``)
+        then its result. The ``server_tool_use`` input streams as one ``input_json_delta``,
+        as Anthropic sends it (Claude Code reads the search query from it); results arrive
+        whole in ``content_block_start``."""
+        for block in it.hosted:
+            index = self._take_index()
+            doc = msgspec.to_builtins(block)
+            if isinstance(block, OutServerToolUse):
+                out.append(block_start_frame(index, {**doc, "input": {}}))
+                partial = orjson.dumps(block.input).decode()
+                out.append(
+                    DELTA_HEAD
+                    + str(index).encode()
+                    + DELTA_KIND[TOOL]
+                    + orjson.dumps(partial)
+                    + DELTA_END
+                )
+            else:
+                out.append(block_start_frame(index, doc))
+            out.append(block_stop_frame(index))
+        it.state = DONE
+
     def _settle(self, it: Item, out: list[bytes]) -> None:
         """``it`` is finished upstream: close its block, or emit it whole, or wait."""
         if it.state == WAITING:
@@ -231,7 +228,14 @@ class ResponsesItems(BaseStreamTranslator[Item]):
             self._drain(out)
             return
         # IDLE: nothing is buffered for it (that would make it open or waiting).
-        if it.kind == TEXT:
+        if it.kind == SERVER:
+            if not it.hosted:
+                it.state = DONE
+            elif self._claim(it, out):
+                self._emit_hosted(it, out)
+            elif not self.done:
+                self._wait(it)
+        elif it.kind == TEXT:
             if it.match is None:
                 it.state = DONE
             elif self._open is None:
@@ -254,114 +258,3 @@ class ResponsesItems(BaseStreamTranslator[Item]):
                 self._settle(it, out)
             elif not self.done:
                 self._wait(it)
-
-    # -----------------------------------------------------------------------------------------
-    # Item content
-
-    def _text(self, it: Item, text: str, out: list[bytes]) -> None:
-        """Visible text of a message item (stop sequences applied, §9.8)."""
-        it.saw_delta = True
-        if it.match is not None or it.finished:
-            return
-        scanner = it.scanner
-        if scanner is None:
-            self._push(it, text, out)
-            return
-        safe, match = scanner.feed(text)
-        if safe:
-            self._push(it, safe, out)
-        if match is not None and not self.done:
-            it.match = match
-            it.finished = True
-            self._settle(it, out)
-
-    def _args(self, it: Item, fragment: str, out: list[bytes]) -> None:
-        """A function_call_arguments fragment (protocol.md §10 item 5)."""
-        it.saw_delta = True
-        if it.finished:
-            return
-        if it.args_mode == ARGS_LIVE:
-            self._push(it, fragment, out)
-        elif it.args_mode == ARGS_WHOLE:
-            it.args_raw.append(fragment)
-        else:
-            fragment = fragment.lstrip()
-            if not fragment:
-                return
-            if fragment[0] == "{":
-                it.args_mode = ARGS_LIVE
-                if it.state == OPEN:
-                    self._set_open(it)  # enables the fast path
-                self._push(it, fragment, out)
-            else:
-                # Not the start of a JSON object: the SDK would raise on it (§3.4 item 4).
-                it.args_mode = ARGS_WHOLE
-                it.args_raw.append(fragment)
-
-    def _reasoning(self, it: Item, source: int, part: int, text: str, out: list[bytes]) -> None:
-        """Summary (or raw reasoning) text; parts are separated by a blank line (§9.3)."""
-        it.saw_delta = True
-        if it.finished:
-            return
-        if it.source != source:
-            if it.source >= 0:
-                return  # one source per item, as from_responses.reasoning_text
-            it.source = source
-        key = (source, part)
-        if it.part is not None and it.part != key:
-            text = "\n\n" + text
-        it.part = key
-        it.has_text = True
-        self._push(it, text, out)
-
-    def _complete(self, it: Item, out: list[bytes], final: OutputItem | None) -> None:
-        """The upstream finished ``it`` (``final`` = its finished form, if known)."""
-        if it.finished or it.state == DONE:
-            return
-        if it.kind == TEXT:
-            if not it.saw_delta and isinstance(final, MessageItem):
-                text, refusal = message_text(final)
-                self._refusal = self._refusal or refusal
-                if text:
-                    self._text(it, text, out)
-                    if it.finished or self.done:
-                        return
-            if it.scanner is not None and it.match is None:
-                tail = it.scanner.flush()
-                if tail:
-                    self._push(it, tail, out)
-        elif it.kind == TOOL:
-            arguments: str | None = None
-            if isinstance(final, FunctionCallItem):
-                it.call_id = it.call_id or final.call_id
-                it.name = it.name or final.name
-                arguments = final.arguments
-            if it.args_mode == ARGS_FIRST:
-                self._push(it, tool_input_json(arguments), out)
-            elif it.args_mode == ARGS_WHOLE:
-                whole = arguments if arguments is not None else "".join(it.args_raw)
-                self._push(it, tool_input_json(whole), out)
-        else:
-            if isinstance(final, ReasoningItem):
-                it.encrypted = final.encrypted_content
-                if not it.saw_delta:
-                    text = reasoning_text(final)
-                    if text:
-                        it.has_text = True
-                        self._push(it, text, out)
-        if self.done:
-            return
-        it.finished = True
-        self._settle(it, out)
-
-
-def _decode_items(raws: list[msgspec.Raw] | None) -> list[OutputItem]:
-    items: list[OutputItem] = []
-    for raw in raws or ():
-        try:
-            item = decode_item(raw)
-        except msgspec.DecodeError:
-            continue  # the stream already delivered what mattered; a bad copy is skipped
-        if item is not None:
-            items.append(item)
-    return items

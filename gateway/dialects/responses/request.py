@@ -26,12 +26,11 @@ from ...anthropic.request import (
 )
 from ...anthropic.signatures import Signer
 from ...anthropic.tool_schema import clean_schema, upstream_tool_name
-from ...anthropic.tools import is_custom_tool
-from ...schemas.anthropic import (
-    MessagesRequest,
-)
+from ...anthropic.tools import custom_tools
+from ...schemas.anthropic import MessagesRequest
 from ...settings import Route
 from .history import InputBuilder
+from .hosted import HostedRequest, hosted_request
 
 # session_id_from and tool_name_map are dialect-neutral (content.py); re-exported for callers.
 __all__ = ["to_responses"]
@@ -74,16 +73,24 @@ def to_responses(
     )
 
     tools = _tools(req)
+    hosted = hosted_request(req) if route.hosted_tools else HostedRequest()
+    tools += hosted.tools
     if tools:
         payload["tools"] = tools
+    if hosted.max_tool_calls is not None:
+        payload["max_tool_calls"] = hosted.max_tool_calls
     if req.tools:
         # Validated even when no tool is left: a choice that forces a dropped server tool
         # cannot be honoured (protocol.md §10.16).
-        _tool_choice(req, payload, forwarded=bool(tools))
+        names = [t["type"] for t in hosted.tools if t["type"] in _HOSTED_NAMES]
+        _tool_choice(req, payload, forwarded=bool(tools), hosted=[_HOSTED_NAMES[n] for n in names])
 
+    include = list(hosted.include)
     if reasoning is not None:
         payload["reasoning"] = reasoning
-        payload["include"] = ["reasoning.encrypted_content"]
+        include.insert(0, "reasoning.encrypted_content")
+    if include:
+        payload["include"] = include
 
     schema = output_schema(req)
     if schema is not None:
@@ -146,10 +153,8 @@ def _tools(req: MessagesRequest) -> list[dict[str, Any]]:
     other: the upstream has no deferred loading, and offering them costs only prompt tokens.
     """
     out: list[dict[str, Any]] = []
-    for tool in req.tools or ():
-        if not is_custom_tool(tool.type, tool.input_schema):
-            continue
-        fn: dict[str, Any] = {"type": "function", "name": upstream_tool_name(tool.name)}
+    for tool, name in custom_tools(req):
+        fn: dict[str, Any] = {"type": "function", "name": upstream_tool_name(name)}
         if tool.description is not None:
             fn["description"] = tool.description
         fn["parameters"] = clean_schema(tool.input_schema)
@@ -158,10 +163,16 @@ def _tools(req: MessagesRequest) -> list[dict[str, Any]]:
     return out
 
 
-def _tool_choice(req: MessagesRequest, payload: dict[str, Any], *, forwarded: bool) -> None:
-    """Set ``tool_choice`` / ``parallel_tool_calls`` (protocol.md §9.1; content.tool_choice_plan
+#: hosted tool type → the Anthropic server tool's name (what a tool_choice names)
+_HOSTED_NAMES: Final = {"web_search": "web_search", "code_interpreter": "code_execution"}
+
+
+def _tool_choice(
+    req: MessagesRequest, payload: dict[str, Any], *, forwarded: bool, hosted: list[str]
+) -> None:
+    """Set ``tool_choice`` / ``parallel_tool_calls`` (protocol.md §9.1; tool_choice_plan
     raises for a choice forcing a tool that is not forwarded)."""
-    plan = tool_choice_plan(req, forwarded=forwarded)
+    plan = tool_choice_plan(req, forwarded=forwarded, hosted=hosted)
     if plan is None:
         return
     if plan.mode == "function":

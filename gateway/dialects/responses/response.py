@@ -19,7 +19,7 @@ Rules (identical in ``responses.stream``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import msgspec
 
@@ -30,7 +30,7 @@ from ...anthropic.stop_sequences import cut_at_stop_sequence
 from ...anthropic.tools import client_tool_name, tool_input
 from ...anthropic.usage import estimate_tokens, usage_from_responses
 from ...errors import NO_RESPONSE, BadGatewayError, failure_error, invalid_response
-from ...schemas.anthropic import (
+from ...schemas.anthropic_out import (
     MessageResponse,
     OutBlock,
     OutRedactedThinking,
@@ -47,6 +47,7 @@ from ...schemas.openai_responses import (
     ResponseUsage,
     decode_item,
 )
+from .hosted import HOSTED_ITEMS, citations, hosted_blocks, is_search
 
 __all__ = ["final_usage", "from_responses", "message_text", "reasoning_block", "reasoning_text"]
 
@@ -88,15 +89,22 @@ def reasoning_block(
     return None
 
 
-def final_usage(usage: ResponseUsage | None, *, input_tokens: int, output_chars: int) -> Usage:
+def final_usage(
+    usage: ResponseUsage | None, *, input_tokens: int, output_chars: int, searches: int = 0
+) -> Usage:
     """Anthropic usage from the upstream's, or an estimate when it reported none.
 
     "None" includes an all-zero report: responses-stream-incomplete-max-output-tokens ends
-    with zeros although 16 tokens were produced; an estimate is closer (§9.7).
+    with zeros although 16 tokens were produced; an estimate is closer (§9.7). ``searches``:
+    the hosted web searches run (``server_tool_use.web_search_requests``).
     """
     if usage is None or not (usage.input_tokens or usage.output_tokens):
-        return Usage(input_tokens=input_tokens, output_tokens=estimate_tokens(output_chars))
-    return usage_from_responses(usage)
+        out = Usage(input_tokens=input_tokens, output_tokens=estimate_tokens(output_chars))
+    else:
+        out = usage_from_responses(usage)
+    if searches:
+        out.server_tool_use = {"web_search_requests": searches, "web_fetch_requests": 0}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,8 +119,12 @@ def from_responses(
     thinking: bool,
     stop_sequences: list[str] | None = None,
     tool_names: Mapping[str, str] | None = None,
+    blocked_domains: Sequence[str] = (),
 ) -> MessageResponse:
     """Translate the upstream's non-streaming JSON body into an Anthropic Message.
+
+    Hosted-tool items become server blocks (:mod:`.hosted`; results from ``blocked_domains``
+    left out), ``url_citation`` annotations citations on their text.
 
     ``model`` is the client's model string (echoed, protocol.md §10 item 14). With
     ``thinking=False`` reasoning items produce no blocks. ``stop_sequences`` are emulated by
@@ -141,6 +153,7 @@ def from_responses(
     tool_use = False
     matched: str | None = None
     chars = 0
+    searches = 0
     for raw in resp.output or ():
         try:
             item = decode_item(raw)
@@ -152,7 +165,8 @@ def from_responses(
             if stop_sequences:
                 text, matched = cut_at_stop_sequence(text, stop_sequences)
             if text:
-                content.append(OutText(text=text))
+                cited = citations(item, signer, blocked_domains) if matched is None else []
+                content.append(OutText(text=text, citations=cited) if cited else OutText(text=text))
                 chars += len(text)
             if matched is not None:
                 break
@@ -166,6 +180,9 @@ def from_responses(
             )
             tool_use = True
             chars += len(item.arguments or "")
+        elif isinstance(item, HOSTED_ITEMS):
+            content += hosted_blocks(item, signer, blocked_domains)
+            searches += is_search(item)
         elif isinstance(item, ReasoningItem) and thinking:
             text = reasoning_text(item)
             block = reasoning_block(item.id, text, item.encrypted_content, signer)
@@ -186,5 +203,5 @@ def from_responses(
             stop_sequence=matched,
         ),
         stop_sequence=matched,
-        usage=final_usage(resp.usage, input_tokens=0, output_chars=chars),
+        usage=final_usage(resp.usage, input_tokens=0, output_chars=chars, searches=searches),
     )

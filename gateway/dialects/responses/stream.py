@@ -3,7 +3,7 @@
 Pure: no aiohttp, no asyncio (design.md, house style 1-3). The relay feeds each upstream
 :class:`~gateway.sse.SSEEvent` and writes the returned frames; ``finish()`` at upstream EOF,
 ``fail(err)`` on a transport failure. ``feed`` decodes the event and dispatches it through the
-handler table (:mod:`.events`) to the item state (:mod:`.items`).
+handler table (:mod:`.events`) to the item content (:mod:`.content`) and state (:mod:`.items`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from ...schemas.openai_responses_events import (
     decode_untyped_error,
 )
 from ...sse import SSEEvent
+from .content import ResponsesContent
 from .events import HANDLERS
-from .items import ResponsesItems
 
 __all__ = ["ResponsesStreamTranslator"]
 
 
-class ResponsesStreamTranslator(ResponsesItems):
+class ResponsesStreamTranslator(ResponsesContent):
     """Translate one Responses stream into Anthropic SSE frames.
 
     Contract: :class:`~gateway.anthropic.stream.BaseStreamTranslator`'s, and:
