@@ -27,28 +27,36 @@ from __future__ import annotations
 from .defaults import default_script
 from .errors import error_envelope as error_envelope
 from .scripts import Api as Api
-from .scripts import End as End
 from .scripts import (
+    Citation,
+    CodeRun,
     FunctionCall,
+    McpCall,
     Reasoning,
     RecordedRequest,
     Refusal,
     Script,
     Text,
+    WebSearch,
 )
+from .scripts import End as End
 from .scripts import OutputItem as OutputItem
 from .server import MOCK_KEY, MockUpstream, create_mock_app, main, start_mock
 from .shaping import shape_writes as shape_writes
 
 __all__ = [
     "MOCK_KEY",
+    "Citation",
+    "CodeRun",
     "FunctionCall",
+    "McpCall",
     "MockUpstream",
     "Reasoning",
     "RecordedRequest",
     "Refusal",
     "Script",
     "Text",
+    "WebSearch",
     "create_mock_app",
     "default_script",
     "main",

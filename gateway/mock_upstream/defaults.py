@@ -11,6 +11,8 @@ Without a queued script the answer is derived from the request (see ``default_sc
 * ``mock:reason``                       → reasoning item (summary + encrypted_content), then text
 * ``mock:refuse``                       → a refusal
 * ``mock:fail``                         → stream ends with ``response.failed`` / a Chat error chunk
+* a ``web_search`` tool offered (Responses)  → a hosted search with two results, then an
+  answer citing both (``search_script``)
 * ``mock:big=BYTES``                     → that many bytes of text in 32 KiB deltas (at most 64 MB;
   more than every socket buffer between a gateway and a client that stopped reading)
 * otherwise                             → text ``"echo: " + user text``
@@ -33,12 +35,14 @@ from .scripts import (
     SSE_CONTENT_TYPE,
     WORD_RE,
     Api,
+    Citation,
     FunctionCall,
     OutputItem,
     Reasoning,
     Refusal,
     Script,
     Text,
+    WebSearch,
 )
 
 NO_USER_TEXT_ANSWER: Final = "Hello from the mock upstream."
@@ -195,6 +199,8 @@ def default_script(api: Api, body: JSON) -> Script:
     calls = _parse_calls(text, _tool_names(api, body))
     if calls:
         return Script(items=calls)
+    if api == "responses" and _hosts(body, "web_search"):
+        return search_script(text)
     if (status := _STATUS_RE.search(text)) is not None and int(status.group(1)) >= 400:
         return _error_script(int(status.group(1)), text)
     script: Script
@@ -217,6 +223,38 @@ def default_script(api: Api, body: JSON) -> Script:
     if (delay := _DELAY_RE.search(text)) is not None:
         script.delay_before_headers = min(float(delay.group(1)), MAX_DEFAULT_DELAY)
     return script
+
+
+#: The query prefix of Claude Code's WebSearch sub-request.
+_SEARCH_PREFIX: Final = "Perform a web search for the query: "
+
+
+def _hosts(body: JSON, kind: str) -> bool:
+    tools = body.get("tools")
+    return isinstance(tools, list) and any(
+        isinstance(t, dict) and t.get("type") == kind for t in tools
+    )
+
+
+def search_script(text: str) -> Script:
+    """A hosted web search for ``text`` with two results, then an answer citing both (the
+    default whenever the request offers the ``web_search`` tool). Deterministic: the urls are
+    derived from the query."""
+    query = text.strip().removeprefix(_SEARCH_PREFIX).strip() or "nothing"
+    slug = re.sub(r"[^a-z0-9]+", "-", query.lower()).strip("-")[:40] or "q"
+    sources = [
+        (f"https://docs.example.com/{slug}", f"Docs: {query}"),
+        (f"https://news.example.org/{slug}", f"News: {query}"),
+    ]
+    head = f"Here is what I found about {query}: "
+    first = f"[the docs]({sources[0][0]})"
+    second = f"[the news]({sources[1][0]})"
+    answer = f"{head}{first} and {second}."
+    citations = [
+        Citation(len(head), len(head) + len(first), *sources[0]),
+        Citation(len(answer) - 1 - len(second), len(answer) - 1, *sources[1]),
+    ]
+    return Script(items=[WebSearch(query, sources), Text(answer, citations=citations)])
 
 
 def _text_script(text: str, limit: int | None) -> Script:

@@ -8,7 +8,7 @@ import orjson
 
 from .errors import failure
 from .render_common import Turn, Usage, arg_chunks, call_run, chat_reasoning
-from .scripts import JSON, FunctionCall, Reasoning, Refusal, Script, Text, words
+from .scripts import HOSTED, JSON, FunctionCall, Reasoning, Refusal, Script, Text, words
 
 
 def _finish_reason(script: Script) -> str:
@@ -82,7 +82,7 @@ def _tool_fragments(
 def chat_deltas(turn: Turn, script: Script) -> list[JSON]:
     """Every ``choices[0].delta`` between the role chunk and the finish chunk."""
     deltas: list[JSON] = []
-    items = script.items
+    items = [i for i in script.items if not isinstance(i, HOSTED)]  # Chat hosts no tools
     tc_index = 0
     i = 0
     while i < len(items):

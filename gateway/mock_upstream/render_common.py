@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .scripts import JSON, Api, FunctionCall, OutputItem, Reasoning, Script
+from .scripts import JSON, Api, FunctionCall, OutputItem, Reasoning, Refusal, Script, Text
 
 
 def arg_chunks(call: FunctionCall) -> list[str]:
@@ -41,7 +41,7 @@ class Usage:
                 reasoning_chars += sum(map(len, item.reasoning_text or ()))
             elif isinstance(item, FunctionCall):
                 output_chars += len(item.name) + len(item.arguments)
-            else:
+            elif isinstance(item, Text | Refusal):
                 output_chars += len(item.text)
         reasoning = reasoning_chars // 4
         over = script.usage or {}

@@ -10,7 +10,17 @@ import orjson
 
 from .errors import failure
 from .render_common import Turn, Usage, arg_chunks, call_run
-from .scripts import JSON, FunctionCall, Reasoning, Refusal, Script, Text, words
+from .render_hosted import hosted_events, hosted_item, url_citations
+from .scripts import (
+    HOSTED,
+    JSON,
+    FunctionCall,
+    Reasoning,
+    Refusal,
+    Script,
+    Text,
+    words,
+)
 
 #: (type, payload without ``type``/``sequence_number``)
 Event: TypeAlias = tuple[str, JSON]
@@ -30,11 +40,13 @@ def _responses_final_items(turn: Turn, script: Script) -> list[JSON]:
         if isinstance(item, Text):
             part: JSON = {
                 "type": "output_text",
-                "annotations": [],
+                "annotations": url_citations(item),
                 "logprobs": [],
                 "text": item.text,
             }
             finals.append(_message(turn.item_id("msg", index), "completed", [part]))
+        elif isinstance(item, HOSTED):
+            finals.append(hosted_item(turn, item, index, final=True))
         elif isinstance(item, Refusal):
             part = {"type": "refusal", "refusal": item.text}
             finals.append(_message(turn.item_id("msg", index), "completed", [part]))
@@ -155,14 +167,30 @@ def render_responses_json(turn: Turn, script: Script) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2)
 
 
-def _text_events(item_id: str, oi: int, kind: str, text: str, chunks: list[str]) -> list[Event]:
-    """content_part.added … deltas … done … content_part.done for one message part."""
+def _text_events(
+    item_id: str,
+    oi: int,
+    kind: str,
+    text: str,
+    chunks: list[str],
+    annotations: list[JSON] | None = None,
+) -> list[Event]:
+    """content_part.added … deltas … (annotations) … done … content_part.done for one part."""
     ids: JSON = {"item_id": item_id, "output_index": oi, "content_index": 0}
     if kind == "output_text":
-        empty, full = _OUTPUT_TEXT_EMPTY, {**_OUTPUT_TEXT_EMPTY, "text": text}
+        empty = _OUTPUT_TEXT_EMPTY
+        full = {**_OUTPUT_TEXT_EMPTY, "text": text, "annotations": annotations or []}
         events: list[Event] = [("response.content_part.added", {**ids, "part": empty})]
         events += [
             ("response.output_text.delta", {**ids, "delta": d, "logprobs": []}) for d in chunks
+        ]
+        # OpenAI sends each annotation after the text it covers (corpus web-search stream).
+        events += [
+            (
+                "response.output_text.annotation.added",
+                {**ids, "annotation_index": n, "annotation": a},
+            )
+            for n, a in enumerate(annotations or ())
         ]
         events.append(("response.output_text.done", {**ids, "text": text, "logprobs": []}))
     else:
@@ -256,6 +284,10 @@ def responses_events(turn: Turn, script: Script) -> list[Event]:
             added = _reasoning(item_id, item, final=False)
             events.append(("response.output_item.added", {"output_index": oi, "item": added}))
             events += _reasoning_events(item_id, oi, item)
+        elif isinstance(item, HOSTED):
+            added = hosted_item(turn, item, oi, final=False)
+            events.append(("response.output_item.added", {"output_index": oi, "item": added}))
+            events += hosted_events(turn, item, oi, finals[oi])
         else:
             item_id = turn.item_id("msg", oi)
             events.append(
@@ -266,7 +298,9 @@ def responses_events(turn: Turn, script: Script) -> list[Event]:
             )
             if isinstance(item, Text):
                 chunks = item.chunks if item.chunks is not None else words(item.text)
-                events += _text_events(item_id, oi, "output_text", item.text, chunks)
+                events += _text_events(
+                    item_id, oi, "output_text", item.text, chunks, url_citations(item)
+                )
             else:
                 events += _text_events(item_id, oi, "refusal", item.text, words(item.text))
         events.append(("response.output_item.done", {"output_index": oi, "item": finals[oi]}))

@@ -28,14 +28,60 @@ class RecordedRequest:
 
 
 @dataclass
+class Citation:
+    """A ``url_citation`` annotation of a Text: characters ``start``..``end`` of its text."""
+
+    start: int
+    end: int
+    url: str
+    title: str
+
+
+@dataclass
 class Text:
     """An assistant text output. ``chunks`` (should join to ``text``) are the deltas.
 
     Default chunks: words with their leading whitespace (``"Hi"``, ``" there"``), like tokens.
+    ``citations`` become ``url_citation`` annotations (streamed after the text, as OpenAI
+    does: ``response.output_text.annotation.added``).
     """
 
     text: str
     chunks: list[str] | None = None
+    citations: list[Citation] | None = None
+
+
+@dataclass
+class WebSearch:
+    """A hosted ``web_search_call`` (Responses only): ``sources`` are (url, title) pairs,
+    sent as the action's sources (the title only when ``titles``, which OpenAI's type lacks);
+    ``action`` ``open_page`` visits ``sources[0]``; ``status`` ``failed`` is a failed search."""
+
+    query: str
+    sources: list[tuple[str, str]] = field(default_factory=list)
+    status: Literal["completed", "failed"] = "completed"
+    action: Literal["search", "open_page"] = "search"
+    titles: bool = False
+
+
+@dataclass
+class CodeRun:
+    """A hosted ``code_interpreter_call`` (Responses only): its code and the logs it printed."""
+
+    code: str
+    logs: str = ""
+    status: Literal["completed", "failed"] = "completed"
+
+
+@dataclass
+class McpCall:
+    """A hosted ``mcp_call`` (Responses only)."""
+
+    server: str
+    name: str
+    arguments: str
+    output: str | None = None
+    error: str | None = None
 
 
 @dataclass
@@ -68,7 +114,9 @@ class Reasoning:
     reasoning_text: list[str] | None = None
 
 
-OutputItem: TypeAlias = Text | Refusal | FunctionCall | Reasoning
+HostedCall: TypeAlias = WebSearch | CodeRun | McpCall
+OutputItem: TypeAlias = Text | Refusal | FunctionCall | Reasoning | HostedCall
+HOSTED: Final = (WebSearch, CodeRun, McpCall)
 End: TypeAlias = Literal["completed", "incomplete", "failed", "error_event", "none"]
 
 
