@@ -199,7 +199,7 @@ def default_script(api: Api, body: JSON) -> Script:
     calls = _parse_calls(text, _tool_names(api, body))
     if calls:
         return Script(items=calls)
-    if api == "responses" and _hosts(body, "web_search"):
+    if offers_search(api, body):
         return search_script(text)
     if (status := _STATUS_RE.search(text)) is not None and int(status.group(1)) >= 400:
         return _error_script(int(status.group(1)), text)
@@ -227,6 +227,11 @@ def default_script(api: Api, body: JSON) -> Script:
 
 #: The query prefix of Claude Code's WebSearch sub-request.
 _SEARCH_PREFIX: Final = "Perform a web search for the query: "
+
+
+def offers_search(api: Api, body: JSON) -> bool:
+    """A Responses request offering the hosted ``web_search`` tool."""
+    return api == "responses" and _hosts(body, "web_search")
 
 
 def _hosts(body: JSON, kind: str) -> bool:

@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 
 from .classifier import is_classifier_request, verdict_script
-from .defaults import default_script
+from .defaults import default_script, offers_search
 from .errors import BAD_JSON_MESSAGE, error_envelope
 from .render_chat import encode_chat_sse, render_chat_json
 from .render_common import Turn
@@ -76,6 +76,10 @@ class MockUpstream:
         #: with these per-tool-name overrides (True = flagged)
         self.classifier_queue: deque[Script] = deque()
         self.verdicts: dict[str, bool] = {}
+        #: None: requests offering a hosted ``web_search`` share the main queue. A deque: they
+        #: take from it instead (the default search when it is empty), so a client's own search
+        #: sub-requests (Claude Code's WebSearch tool) leave its scripted turns in order
+        self.search_queue: deque[Script] | None = None
         self._open_streams = 0
         self._queue: deque[Script] = deque()
         self._counter = itertools.count(1)
@@ -213,6 +217,9 @@ class MockUpstream:
                 if self.classifier_queue
                 else verdict_script(api, body, self.verdicts)
             )
+        elif self.search_queue is not None and offers_search(api, body):
+            queue = self.search_queue
+            script = queue.popleft() if queue else default_script(api, body)
         else:
             script = self._queue.popleft() if self._queue else default_script(api, body)
         model = body.get("model") if isinstance(body.get("model"), str) else "mock-model"
