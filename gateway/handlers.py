@@ -15,6 +15,7 @@ from aiohttp import web
 
 from .anthropic.frames import message_frames
 from .anthropic.ids import message_id
+from .anthropic.prewarm import prewarm_answer
 from .anthropic.request import session_id_from
 from .anthropic.server_tools import blocked_domains, hosted_tools, unhosted_answer
 from .anthropic.signatures import Signer
@@ -37,6 +38,7 @@ from .keys import (
     SIGNER,
     UPSTREAM,
 )
+from .logs import log_event
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .relay import relay
 from .schemas.anthropic import COUNT_TOKENS_DECODER, MessagesRequest
@@ -74,11 +76,17 @@ async def messages(request: web.Request) -> web.StreamResponse:
     guard = app[SAFEGUARDS].case(req, route) if req.safeguards else None
     dialect = DIALECTS[route.dialect]
     signer: Signer = app[SIGNER]
+    if req.max_tokens == 0:
+        # a cache pre-warm: nothing is generated; the answer carries the input count
+        n = await _count_input(request, req, route, ctx)
+        return _answer_without_upstream(prewarm_answer(req, n), stream, ctx)
     if not route.hosted_tools and hosted_tools(req):
         # Server tools this route cannot host: they report themselves unavailable (a 400 when
         # the request offers tools of its own too), never an answer made up without them.
         return _answer_without_upstream(unhosted_answer(req, route.name, signer), stream, ctx)
     blocked = blocked_domains(req)
+    if blocked:  # OpenAI has no such filter: the gateway removes them from the answer
+        log_event("search_blocked_domains", count=len(blocked))
     session = session_id_from(req, request.headers.get("X-Claude-Code-Session-Id"))
     payload = translate_request(dialect, req, route, signer, stream=stream, session_id=session)
     names = tool_name_map(req)
@@ -173,6 +181,17 @@ async def count_tokens(request: web.Request) -> web.Response:
     ctx.route = route.name
     # The count endpoint takes no max_tokens; the translation needs one and ignores it here.
     req = MessagesRequest(**msgspec.structs.asdict(counted), max_tokens=MIN_COUNT_TOKENS)
+    n = await _count_input(request, req, route, ctx)
+    return web.Response(body=orjson.dumps({"input_tokens": n}), content_type="application/json")
+
+
+async def _count_input(
+    request: web.Request, req: MessagesRequest, route: Route, ctx: RequestContext
+) -> int:
+    """The request's input tokens: the upstream's exact count (cached, coalesced) or the
+    local estimate, on the translated Responses payload."""
+    if req.max_tokens < MIN_COUNT_TOKENS:
+        req = msgspec.structs.replace(req, max_tokens=MIN_COUNT_TOKENS)
     payload = translate_request(
         DIALECTS["responses"], req, route, request.app[SIGNER], stream=False
     )
@@ -189,7 +208,7 @@ async def count_tokens(request: web.Request) -> web.Response:
             ctx.outcome = "shutdown"
             raise life.shutting_down() from None
         raise
-    return web.Response(body=orjson.dumps({"input_tokens": n}), content_type="application/json")
+    return n
 
 
 MIN_COUNT_TOKENS: Final = 16

@@ -6,11 +6,15 @@ in-flight slot; ``decode_request`` validates it with msgspec, and errors name th
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections import Counter
 from typing import Any
 
 import msgspec
+import orjson
 from aiohttp import StreamReader, web
 
+from .anthropic.unknown_blocks import is_unknown_block_error, tolerate_unknown_blocks
 from .context import RequestContext
 from .errors import (
     InvalidRequestError,
@@ -19,6 +23,7 @@ from .errors import (
     split_validation_error,
 )
 from .keys import IN_FLIGHT, LIFECYCLE, SETTINGS
+from .logs import log_event
 from .schemas.anthropic import REQUEST_DECODER
 
 
@@ -35,6 +40,8 @@ def decode_request(body: bytes, decoder: msgspec.json.Decoder[Any] = REQUEST_DEC
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
+        if is_unknown_block_error(exc):
+            return _decode_tolerant(body, decoder)
         raise InvalidRequestError(_validation_message(exc)) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequestError(f"request body is not valid JSON: {exc}") from None
@@ -42,6 +49,23 @@ def decode_request(body: bytes, decoder: msgspec.json.Decoder[Any] = REQUEST_DEC
         raise InvalidRequestError("request body is not valid UTF-8") from None
     except RecursionError:
         raise InvalidRequestError("request JSON is nested too deeply") from None
+
+
+def _decode_tolerant(body: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
+    """The slow path for a history holding block types the gateway does not know: those are
+    rewritten (text kept, the rest dropped, a debug line names their types) and the body is
+    decoded again; any other fault is still a 400."""
+    try:
+        doc = orjson.loads(body)
+        dropped = tolerate_unknown_blocks(doc)
+        result = decoder.decode(orjson.dumps(doc))
+    except msgspec.ValidationError as exc:
+        raise InvalidRequestError(_validation_message(exc)) from None
+    except (orjson.JSONDecodeError, TypeError, RecursionError):
+        raise InvalidRequestError("request JSON could not be decoded") from None
+    kinds = ",".join(f"{k}×{n}" for k, n in Counter(dropped).items())
+    log_event("unknown_blocks_rewritten", logging.DEBUG, ignored=kinds, count=len(dropped))
+    return result
 
 
 def check_json_values(body: bytes, limit: int) -> None:
