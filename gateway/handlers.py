@@ -19,6 +19,7 @@ from .anthropic.prewarm import prewarm_answer
 from .anthropic.request import session_id_from
 from .anthropic.server_tools import blocked_domains, hosted_tools, unhosted_answer
 from .anthropic.signatures import Signer
+from .anthropic.strict import strict_plan
 from .anthropic.tools import check_tools, tool_name_map
 from .context import CTX_KEY, RequestContext
 from .dialects import DIALECTS, Dialect
@@ -88,7 +89,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if blocked:  # OpenAI has no such filter: the gateway removes them from the answer
         log_event("search_blocked_domains", count=len(blocked))
     session = session_id_from(req, request.headers.get("X-Claude-Code-Session-Id"))
-    payload = translate_request(dialect, req, route, signer, stream=stream, session_id=session)
+    strict = strict_plan(req)
+    payload = translate_request(
+        dialect, req, route, signer, stream=stream, session_id=session, strict=strict
+    )
     names = tool_name_map(req)
     thinking = _thinking_requested(req, route)
     stop_sequences = req.stop_sequences
@@ -125,6 +129,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
             stop_sequences=stop_sequences,
             tool_names=names,
             blocked_domains=blocked,
+            strict=strict,
         )
         if guard is not None:
             message.safeguard_results = await app[SAFEGUARDS].for_message(guard, message, ctx)
@@ -141,6 +146,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         tool_names=names,
         message_id=message_id(),
         blocked_domains=blocked,
+        strict=strict,
     )
     return await relay(
         request,

@@ -285,13 +285,26 @@ def test_service_tier(tier: str, expected: str | None) -> None:
 
 
 def test_response_format() -> None:
-    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    schema = {
+        "title": "Answer",
+        "type": "object",
+        "properties": {"a": {"type": "string"}},
+        "additionalProperties": False,
+    }
     payload = translate(
         body([user("x")], output_config={"format": {"type": "json_schema", "schema": schema}})
     )
+    # the optional property becomes required and nullable (OpenAI's strict mode)
+    strict = {
+        "title": "Answer",
+        "type": "object",
+        "properties": {"a": {"type": ["string", "null"]}},
+        "additionalProperties": False,
+        "required": ["a"],
+    }
     assert payload["response_format"] == {
         "type": "json_schema",
-        "json_schema": {"name": "output", "schema": schema, "strict": False},
+        "json_schema": {"name": "Answer", "schema": strict, "strict": True},
     }
     with pytest.raises(InvalidRequestError, match=r"^output_config\.format\.schema"):
         translate(body([user("x")], output_config={"format": {"type": "json_schema"}}))

@@ -370,12 +370,18 @@ def test_session_id_argument_wins_for_cache_key() -> None:
 
 
 def test_output_config_json_schema_format() -> None:
-    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    # already strict (every property required, closed): sent as it is, strict
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
     payload = translate(
         body([user("Hi")], output_config={"format": {"type": "json_schema", "schema": schema}})
     )
     assert payload["text"] == {
-        "format": {"type": "json_schema", "name": "output", "schema": schema, "strict": False}
+        "format": {"type": "json_schema", "name": "output", "schema": schema, "strict": True}
     }
 
 

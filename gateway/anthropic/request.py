@@ -1,15 +1,15 @@
 """What an Anthropic request asks for, read the same way for every upstream dialect.
 
 The system text without Claude Code's billing header, the session id, the effort a request
-reasons with (``thinking``, ``output_config.effort``, per-turn system messages), the structured
-output it wants, and its tool choice (protocol.md §9.1)."""
+reasons with (``thinking``, ``output_config.effort``, per-turn system messages) and its tool
+choice (protocol.md §9.1). The structured output it wants is :mod:`.strict`'s."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import orjson
 
@@ -126,17 +126,6 @@ def thinking_effort(req: MessagesRequest, route: Route) -> tuple[bool, str | Non
     if kind == "disabled" and explicit is not None:
         return True, explicit
     return False, None
-
-
-def output_schema(req: MessagesRequest) -> dict[str, Any] | None:
-    """The JSON schema of ``output_config.format`` when it is ``json_schema``, else None
-    (protocol.md §9.1); a json_schema format without a schema is a 400."""
-    fmt = req.output_config.format if req.output_config is not None else None
-    if fmt is None or fmt.type != "json_schema":
-        return None
-    if fmt.schema is None:
-        raise InvalidRequestError("output_config.format.schema: required for json_schema")
-    return fmt.schema
 
 
 @dataclass(frozen=True, slots=True)

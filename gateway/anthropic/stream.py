@@ -44,6 +44,7 @@ from .frames import (
 from .ids import message_id as new_message_id
 from .ids import tool_use_id_from_upstream
 from .signatures import Signer
+from .strict import NO_STRICT, StrictPlan
 from .tools import client_tool_name
 from .usage import estimate_tokens
 
@@ -145,6 +146,7 @@ class BaseStreamTranslator(ABC, Generic[P]):
         message_id: str | None = None,
         input_tokens: int = 0,
         blocked_domains: Sequence[str] = (),
+        strict: StrictPlan = NO_STRICT,
     ) -> None:
         self.model = model
         self.request_id = request_id
@@ -156,6 +158,8 @@ class BaseStreamTranslator(ABC, Generic[P]):
         self._tool_names = tool_names
         #: web search ``blocked_domains``: left out of hosted search results and citations
         self._blocked = tuple(blocked_domains)
+        #: strict schemas whose answers are restored (text held, arguments buffered)
+        self._strict = strict
 
         self.done = False
         self.error: GatewayError | None = None

@@ -227,6 +227,8 @@ class Tool(Struct, kw_only=True):
     description: str | None = None
     input_schema: dict[str, Any] | None = None
     type: str | None = None
+    #: the tool's input must match ``input_schema`` (structured outputs, issue 15)
+    strict: bool | None = None
     # web_search / web_fetch
     max_uses: int | None = None
     allowed_domains: list[str] | None = None
@@ -298,6 +300,8 @@ class _Body(Struct, kw_only=True):
     tool_choice: ToolChoice | None = None
     thinking: ThinkingConfig | None = None
     output_config: OutputConfig | None = None
+    #: the deprecated spelling of ``output_config.format`` (issue 15)
+    output_format: OutputFormat | None = None
     #: the MCP connector's servers (issue 14: Responses ``mcp`` tools)
     mcp_servers: list[McpServer] | None = None
 

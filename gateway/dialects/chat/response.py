@@ -36,6 +36,7 @@ from ...anthropic.ids import message_id, tool_use_id_from_upstream
 from ...anthropic.signatures import Signer
 from ...anthropic.stop import stop_reason
 from ...anthropic.stop_sequences import cut_at_stop_sequence
+from ...anthropic.strict import NO_STRICT, StrictPlan, strict_arguments
 from ...anthropic.tools import client_tool_name, tool_input
 from ...anthropic.usage import estimate_tokens, usage_from_chat
 from ...errors import (
@@ -145,7 +146,7 @@ def first_choice(choices: list[ChatChoice]) -> ChatChoice:
 
 
 def _tool_uses(
-    message: ChatMessage, tool_names: Mapping[str, str] | None
+    message: ChatMessage, tool_names: Mapping[str, str] | None, strict: StrictPlan
 ) -> tuple[list[OutBlock], int]:
     calls: list[ToolCall] = list(message.tool_calls or ())
     if message.function_call is not None:
@@ -160,7 +161,7 @@ def _tool_uses(
             OutToolUse(
                 id=tool_use_id_from_upstream(call.id),
                 name=client_tool_name(fn.name, tool_names),
-                input=tool_input(fn.arguments),
+                input=tool_input(strict_arguments(strict, fn.name, fn.arguments)),
             )
         )
         chars += len(fn.arguments or "")
@@ -176,9 +177,11 @@ def from_chat(
     stop_sequences: list[str] | None = None,
     tool_names: Mapping[str, str] | None = None,
     blocked_domains: Sequence[str] = (),
+    strict: StrictPlan = NO_STRICT,
 ) -> MessageResponse:
     """Translate the upstream's non-streaming ``chat.completion`` body into a Message.
-    (``blocked_domains`` is for hosted search, which Chat upstreams never run.)
+    (``blocked_domains`` is for hosted search, which Chat upstreams never run.) Strict
+    answers are restored to the client's schemas first (:mod:`gateway.anthropic.strict`).
 
     ``model`` is the client's model string (echoed, protocol.md §10 item 14). ``signer`` is
     accepted for the dialect interface and unused (module docstring: no signatures). With
@@ -207,7 +210,11 @@ def from_chat(
         if reasoning and not reasoning.isspace():
             content.append(OutThinking(thinking=reasoning, signature=""))
             chars += len(reasoning)
-    text = content_text(message.content) + (message.refusal or "")
+    text = content_text(message.content)
+    restorer = strict.text()
+    if restorer is not None:
+        text = restorer.restore_text(text)
+    text += message.refusal or ""
     matched: str | None = None
     if stop_sequences:
         text, matched = cut_at_stop_sequence(text, stop_sequences)
@@ -216,7 +223,7 @@ def from_chat(
         chars += len(text)
     tool_use = False
     if matched is None:
-        calls, call_chars = _tool_uses(message, tool_names)
+        calls, call_chars = _tool_uses(message, tool_names, strict)
         content += calls
         chars += call_chars
         tool_use = bool(calls)

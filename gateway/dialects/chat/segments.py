@@ -42,6 +42,7 @@ from ...anthropic.stream import (
     BaseStreamTranslator,
     Part,
 )
+from ...anthropic.strict import strict_arguments
 from ...anthropic.tools import tool_input_json
 from ...schemas.openai_chat import FunctionFragment
 
@@ -80,6 +81,8 @@ class ChatSegments(BaseStreamTranslator[Seg]):
 
     def _init_state(self) -> None:
         self._scanner = StopSequenceScanner(self._stop_sequences) if self._stop_sequences else None
+        #: a strict answer's text, held until the finish and restored whole
+        self._hold: list[str] | None = [] if self._strict.text() is not None else None
         # Hot path: the open block is the text run and no scanner is active.
         self._fast = False
         # Hot path: the open call (streaming live) and its upstream index.
@@ -102,17 +105,29 @@ class ChatSegments(BaseStreamTranslator[Seg]):
         if tail:
             self._text_piece(tail, out)
 
+    def _release_hold(self, out: list[bytes]) -> None:
+        """A strict answer's held text, restored, as visible text (stop sequences apply)."""
+        held, self._hold = self._hold, None
+        restorer = self._strict.text()
+        if held and restorer is not None:
+            self._visible(restorer.restore_text("".join(held)), out)
+
     def _flush_all(self, out: list[bytes]) -> None:
         """The answer is complete (finish_reason, or a stop sequence matched): emit every
         segment still held, in order, and close every block."""
+        if self._hold is not None:
+            self._release_hold(out)
+            if self.done:
+                return  # a stop sequence matched in it: that ended the message
         if self._scanner is not None:
             self._release_held(out)
         self._finishing = True  # every segment is complete now: each block may close
         for seg in self._calls:
             if seg.state == DONE or seg.args_mode == ARGS_LIVE:
                 continue
-            # Arguments that never started a JSON object: one normalised delta (§10 item 5).
-            whole = tool_input_json("".join(seg.args))
+            # Arguments that never started a JSON object, or a strict call's, restored: one
+            # normalised delta (§10 item 5).
+            whole = tool_input_json(strict_arguments(self._strict, seg.name, "".join(seg.args)))
             if seg.state == OPEN:
                 self._emit(seg, whole, out)
             else:
@@ -124,6 +139,9 @@ class ChatSegments(BaseStreamTranslator[Seg]):
 
     def _visible(self, text: str, out: list[bytes]) -> None:
         """Visible text (content or refusal), stop sequences applied (§9.8)."""
+        if self._hold is not None:
+            self._hold.append(text)
+            return
         scanner = self._scanner
         if scanner is None:
             self._text_piece(text, out)
@@ -163,6 +181,8 @@ class ChatSegments(BaseStreamTranslator[Seg]):
         name = fn.name
         if name and seg.name is None:
             seg.name = name
+            if seg.args_mode == ARGS_FIRST and self._strict.tool(name) is not None:
+                seg.args_mode = ARGS_WHOLE  # restored whole at the finish
             if seg.state == IDLE:
                 # Start the tool_use block at once, so the client sees the tool name early.
                 self._start_or_wait(seg, out)

@@ -128,6 +128,10 @@ class ChatStreamTranslator(ChatSegments):
 
     def _delta(self, delta: Delta, out: list[bytes]) -> None:
         reasoning = delta.reasoning_content or delta.reasoning
+        if self._hold and (delta.tool_calls or delta.function_call):
+            self._release_hold(out)  # a strict answer's text is complete: before the calls
+            if self.done:
+                return
         if self._scanner is not None and (
             (reasoning and self._thinking) or delta.tool_calls or delta.function_call
         ):

@@ -24,6 +24,7 @@ from ...anthropic.stream import (
     TEXT,
     TOOL,
 )
+from ...anthropic.strict import strict_arguments
 from ...anthropic.tools import tool_input_json
 from ...errors import APIError
 from ...schemas.openai_responses import (
@@ -113,6 +114,9 @@ class ResponsesContent(ResponsesItems):
         it.saw_delta = True
         if it.match is not None or it.finished:
             return
+        if it.hold is not None:
+            it.hold.append(text)
+            return
         scanner = it.scanner
         if scanner is None:
             self._push(it, text, out)
@@ -176,11 +180,22 @@ class ResponsesContent(ResponsesItems):
                     self._text(it, text, out)
                     if it.finished or self.done:
                         return
+            restorer = self._strict.text()
+            if it.hold is not None and restorer is not None:
+                held, it.hold = it.hold, None
+                self._text(it, restorer.restore_text("".join(held)), out)
+                if it.finished or self.done:
+                    return
             if it.scanner is not None and it.match is None:
                 tail = it.scanner.flush()
                 if tail:
                     self._push(it, tail, out)
-            if isinstance(final, MessageItem) and it.match is None and not self.done:
+            if (
+                isinstance(final, MessageItem)
+                and it.match is None
+                and restorer is None
+                and not self.done
+            ):
                 self._cite(it, final, out)
         elif it.kind == SERVER:
             if isinstance(final, HOSTED_ITEMS):
@@ -193,10 +208,11 @@ class ResponsesContent(ResponsesItems):
                 it.name = it.name or final.name
                 arguments = final.arguments
             if it.args_mode == ARGS_FIRST:
+                arguments = strict_arguments(self._strict, it.name, arguments)
                 self._push(it, tool_input_json(arguments), out)
             elif it.args_mode == ARGS_WHOLE:
                 whole = arguments if arguments is not None else "".join(it.args_raw)
-                self._push(it, tool_input_json(whole), out)
+                self._push(it, tool_input_json(strict_arguments(self._strict, it.name, whole)), out)
         else:
             if isinstance(final, ReasoningItem):
                 it.encrypted = final.encrypted_content

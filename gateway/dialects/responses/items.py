@@ -29,7 +29,9 @@ from ...anthropic.frames import (
 )
 from ...anthropic.stop_sequences import StopSequenceScanner
 from ...anthropic.stream import (
+    ARGS_FIRST,
     ARGS_LIVE,
+    ARGS_WHOLE,
     DONE,
     OPEN,
     SERVER,
@@ -64,6 +66,7 @@ class Item(Part):
         "encrypted",
         "finished",
         "has_text",
+        "hold",
         "hosted",
         "item_id",
         "match",
@@ -83,6 +86,8 @@ class Item(Part):
         # text
         self.scanner: StopSequenceScanner | None = None
         self.match: str | None = None
+        #: a strict answer's text, held until the item is finished and restored whole
+        self.hold: list[str] | None = None
         # tool_use
         self.args_raw: list[str] = []
         # thinking
@@ -122,8 +127,11 @@ class ResponsesItems(BaseStreamTranslator[Item]):
 
     def _register(self, kind: int, output_index: int, item_id: str) -> Item:
         it = Item(kind, output_index, item_id)
-        if kind == TEXT and self._stop_sequences:
-            it.scanner = StopSequenceScanner(self._stop_sequences)
+        if kind == TEXT:
+            if self._stop_sequences:
+                it.scanner = StopSequenceScanner(self._stop_sequences)
+            if self._strict.text() is not None:
+                it.hold = []
         self._items.append(it)
         if output_index >= 0:
             self._by_index[output_index] = it
@@ -148,6 +156,8 @@ class ResponsesItems(BaseStreamTranslator[Item]):
             # Also for a call first seen through its argument deltas (no name there, §7).
             it.call_id = it.call_id or item.call_id
             it.name = it.name or item.name
+            if it.args_mode == ARGS_FIRST and self._strict.tool(it.name) is not None:
+                it.args_mode = ARGS_WHOLE  # restored whole at the end
         return it
 
     def _set_open(self, it: Item | None) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any, Final
 
 from ...anthropic.request import (
-    output_schema,
     session_id_from,
     sha_hex,
     system_text,
@@ -25,6 +24,7 @@ from ...anthropic.request import (
     tool_choice_plan,
 )
 from ...anthropic.signatures import Signer
+from ...anthropic.strict import StrictPlan, strict_plan
 from ...anthropic.tool_schema import clean_schema, upstream_tool_name
 from ...anthropic.tools import custom_tools
 from ...schemas.anthropic import MessagesRequest
@@ -53,6 +53,7 @@ def to_responses(
     *,
     stream: bool,
     session_id: str | None = None,
+    strict: StrictPlan | None = None,
 ) -> dict[str, Any]:
     """The JSON payload for ``POST {route.base_url}/responses``.
 
@@ -72,7 +73,8 @@ def to_responses(
         req.messages
     )
 
-    tools = _tools(req)
+    schemas = strict if strict is not None else strict_plan(req)
+    tools = _tools(req, schemas)
     hosted = hosted_request(req) if route.hosted_tools else HostedRequest()
     tools += hosted.tools
     if tools:
@@ -92,10 +94,14 @@ def to_responses(
     if include:
         payload["include"] = include
 
-    schema = output_schema(req)
-    if schema is not None:
+    if schemas.output is not None:
         payload["text"] = {
-            "format": {"type": "json_schema", "name": "output", "schema": schema, "strict": False}
+            "format": {
+                "type": "json_schema",
+                "name": schemas.output_name,
+                "schema": schemas.output.schema,
+                "strict": True,
+            }
         }
 
     limit = route.max_output_tokens
@@ -144,21 +150,25 @@ def _reasoning(req: MessagesRequest, route: Route) -> dict[str, Any] | None:
     return out
 
 
-def _tools(req: MessagesRequest) -> list[dict[str, Any]]:
+def _tools(req: MessagesRequest, plan: StrictPlan) -> list[dict[str, Any]]:
     """Custom tools as function tools; server tools dropped (protocol.md §9.1).
 
-    ``strict: false`` always: Responses defaults to strict, which demands
-    ``additionalProperties: false`` and every property required (protocol.md §5). Tools with
+    ``strict`` is always sent: ``true`` with the strict form of the schema for a tool the
+    client marked ``strict`` (:mod:`gateway.anthropic.strict`), else ``false`` (Responses
+    defaults to strict, which demands ``additionalProperties: false`` and every property
+    required, protocol.md §5). Tools with
     ``defer_loading`` (Claude Code's tool search, claude-code.md §3) are offered like any
     other: the upstream has no deferred loading, and offering them costs only prompt tokens.
     """
     out: list[dict[str, Any]] = []
     for tool, name in custom_tools(req):
-        fn: dict[str, Any] = {"type": "function", "name": upstream_tool_name(name)}
+        upstream = upstream_tool_name(name)
+        fn: dict[str, Any] = {"type": "function", "name": upstream}
         if tool.description is not None:
             fn["description"] = tool.description
-        fn["parameters"] = clean_schema(tool.input_schema)
-        fn["strict"] = False
+        strict = plan.tools.get(upstream)
+        fn["parameters"] = strict.schema if strict is not None else clean_schema(tool.input_schema)
+        fn["strict"] = strict is not None
         out.append(fn)
     return out
 

@@ -27,6 +27,7 @@ from ...anthropic.ids import message_id, tool_use_id_from_upstream
 from ...anthropic.signatures import Signer
 from ...anthropic.stop import POLICY_REFUSAL_CODES, stop_reason
 from ...anthropic.stop_sequences import cut_at_stop_sequence
+from ...anthropic.strict import NO_STRICT, StrictPlan, strict_arguments
 from ...anthropic.tools import client_tool_name, tool_input
 from ...anthropic.usage import estimate_tokens, usage_from_responses
 from ...errors import NO_RESPONSE, BadGatewayError, failure_error, invalid_response
@@ -120,11 +121,14 @@ def from_responses(
     stop_sequences: list[str] | None = None,
     tool_names: Mapping[str, str] | None = None,
     blocked_domains: Sequence[str] = (),
+    strict: StrictPlan = NO_STRICT,
 ) -> MessageResponse:
     """Translate the upstream's non-streaming JSON body into an Anthropic Message.
 
     Hosted-tool items become server blocks (:mod:`.hosted`; results from ``blocked_domains``
     left out), ``url_citation`` annotations citations on their text.
+
+    Strict answers are restored to the client's schemas first (:mod:`gateway.anthropic.strict`).
 
     ``model`` is the client's model string (echoed, protocol.md §10 item 14). With
     ``thinking=False`` reasoning items produce no blocks. ``stop_sequences`` are emulated by
@@ -162,10 +166,17 @@ def from_responses(
         if isinstance(item, MessageItem):
             text, is_refusal = message_text(item)
             refusal = refusal or is_refusal
+            restorer = strict.text()
+            if restorer is not None and not is_refusal:
+                text = restorer.restore_text(text)
             if stop_sequences:
                 text, matched = cut_at_stop_sequence(text, stop_sequences)
             if text:
-                cited = citations(item, signer, blocked_domains) if matched is None else []
+                cited = (
+                    citations(item, signer, blocked_domains)
+                    if matched is None and restorer is None
+                    else []
+                )
                 content.append(OutText(text=text, citations=cited) if cited else OutText(text=text))
                 chars += len(text)
             if matched is not None:
@@ -175,7 +186,7 @@ def from_responses(
                 OutToolUse(
                     id=tool_use_id_from_upstream(item.call_id),
                     name=client_tool_name(item.name, tool_names),
-                    input=tool_input(item.arguments),
+                    input=tool_input(strict_arguments(strict, item.name, item.arguments)),
                 )
             )
             tool_use = True
