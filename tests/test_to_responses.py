@@ -1040,6 +1040,29 @@ WEATHER_FN = {
 }
 WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 3}
 BASH_SERVER = {"type": "bash_20250124", "name": "bash"}
+# Anthropic-schema client tools go upstream as functions (issue 15 item 2)
+BASH_FN = {
+    "type": "function",
+    "name": "bash",
+    "description": "Run commands in a persistent bash shell: the working directory and "
+    "environment persist between calls. Avoid commands that produce very large output or "
+    "wait for input; run long-lived processes in the background.",
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "command": {
+                "type": "string",
+                "description": "The bash command to run. Required unless the tool is being "
+                "restarted.",
+            },
+            "restart": {
+                "type": "boolean",
+                "description": "Set to true to restart the bash session.",
+            },
+        },
+    },
+    "strict": False,
+}
 
 
 @pytest.mark.parametrize(
@@ -1082,11 +1105,8 @@ BASH_SERVER = {"type": "bash_20250124", "name": "bash"}
         ),
         pytest.param(
             [WEB_SEARCH, WEATHER, BASH_SERVER],
-            [WEATHER_FN, {"type": "web_search"}],
+            [WEATHER_FN, BASH_FN, {"type": "web_search"}],
             id="web-search-hosted",
-        ),
-        pytest.param(
-            [{"name": "schemaless", "description": "x"}], None, id="no-input-schema-dropped"
         ),
     ],
 )
@@ -1161,11 +1181,15 @@ def test_tool_choice_without_tools_omitted(choice: dict[str, Any]) -> None:
         assert key not in payload
 
 
-@pytest.mark.parametrize("choice", [{"type": "auto"}, {"type": "none"}])
-def test_only_unforwarded_tools_non_forcing_choice_omitted(choice: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [({"type": "auto"}, "auto"), ({"type": "none"}, "none"), ({"type": "any"}, "required"),
+     ({"type": "tool", "name": "bash"}, {"type": "function", "name": "bash"})],
+)  # fmt: skip
+def test_client_schema_tools_take_a_choice(choice: dict[str, Any], expected: Any) -> None:
     payload = translate(body([user("Q")], tools=[BASH_SERVER], tool_choice=choice))
-    assert "tools" not in payload
-    assert "tool_choice" not in payload
+    assert payload["tools"] == [BASH_FN]
+    assert payload["tool_choice"] == expected
 
 
 @pytest.mark.parametrize(
@@ -1489,13 +1513,13 @@ ERROR_CASES = [
     ),
     pytest.param(
         body([user("Q")], tools=[WEATHER], tool_choice={"type": "tool", "name": "nope"}),
-        "tool_choice.name: 'nope' is not a custom tool",
+        "tool_choice.name: 'nope' is not a tool of this request that the client runs",
         id="choice-unknown-tool",
     ),
     pytest.param(
-        body([user("Q")], tools=[BASH_SERVER], tool_choice={"type": "any"}),
-        "tool_choice.type: 'any' needs a tool",
-        id="any-with-only-unforwarded-tools",
+        body([user("Q")], tools=[{"name": "schemaless", "description": "x"}]),
+        "tools.0.input_schema: Field required",
+        id="custom-tool-without-schema",
     ),
     pytest.param(
         body([user("Q")], output_config={"format": {"type": "json_schema"}}),

@@ -24,8 +24,8 @@ from ..schemas.anthropic import (
     ToolChoiceTool,
 )
 from ..settings import Route
+from .functions import client_tool_names
 from .tool_schema import upstream_tool_name
-from .tools import is_custom_tool
 
 #: Claude Code's first system block; its suffix changes every request (claude-code.md §3), so
 #: forwarding it would defeat the upstream prefix cache.
@@ -155,7 +155,7 @@ def tool_choice_plan(
     if choice is None:
         return None
     if isinstance(choice, ToolChoiceTool):
-        names = {t.name for t in req.tools or () if is_custom_tool(t.type, t.input_schema)}
+        names = client_tool_names(req)
         if choice.name in hosted:
             if len(hosted) == 1 and not names:
                 return ToolChoicePlan("required")
@@ -165,8 +165,8 @@ def tool_choice_plan(
             )
         if choice.name not in names:
             raise InvalidRequestError(
-                f"tool_choice.name: {choice.name!r} is not a custom tool of this request "
-                "(server tools are not forwarded upstream)"
+                f"tool_choice.name: {choice.name!r} is not a tool of this request that the "
+                "client runs (server tools are not forwarded upstream)"
             )
         return ToolChoicePlan(
             "function",

@@ -114,7 +114,7 @@ def unhosted_answer(req: MessagesRequest, route_name: str, signer: Signer) -> Me
     than results the model made up. A request that also offers its own tools is a 400 naming the
     tool and the route: answering it without the server tool would change what was asked."""
     hosted = hosted_tools(req)
-    custom = [t for t in req.tools or () if server_kind(t) is None]
+    custom = [t for t in req.tools or () if server_kind(t) in (None, CLIENT_SCHEMA)]
     if custom:
         i, tool, kind = hosted[0]
         where = f"tools.{i}" if i >= 0 else "mcp_servers"

@@ -234,6 +234,12 @@ class Tool(Struct, kw_only=True):
     allowed_domains: list[str] | None = None
     blocked_domains: list[str] | None = None
     user_location: dict[str, Any] | None = None
+    # Anthropic-schema client tools (text_editor, computer; issue 15)
+    max_characters: int | None = None
+    display_width_px: int | None = None
+    display_height_px: int | None = None
+    display_number: int | None = None
+    enable_zoom: bool | None = None
     # mcp_toolset (MCP connector, 2025-11-20)
     mcp_server_name: str | None = None
     default_config: dict[str, Any] | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from ...anthropic.functions import function_tools
 from ...anthropic.request import (
     sha_hex,
     thinking_effort,
@@ -21,8 +22,6 @@ from ...anthropic.request import (
 )
 from ...anthropic.signatures import Signer
 from ...anthropic.strict import StrictPlan, strict_plan
-from ...anthropic.tool_schema import clean_schema, upstream_tool_name
-from ...anthropic.tools import custom_tools
 from ...schemas.anthropic import (
     MessagesRequest,
 )
@@ -128,20 +127,16 @@ def to_chat(
 
 
 def _tools(req: MessagesRequest, plan: StrictPlan) -> list[dict[str, Any]]:
-    """Custom tools as function tools; server tools dropped (protocol.md §9.1). ``strict``
-    only for a tool the client marked strict (with the strict form of its schema): Chat
-    defaults to false, and some compatible servers reject the key."""
+    """The function tools (:func:`function_tools`); server tools never reach a Chat route
+    (the handler answers them unavailable). ``strict`` only for a tool the client marked
+    strict: Chat defaults to false, and some compatible servers reject the key."""
     out: list[dict[str, Any]] = []
-    for tool, name in custom_tools(req):
-        upstream = upstream_tool_name(name)
-        fn: dict[str, Any] = {"name": upstream}
-        if tool.description is not None:
-            fn["description"] = tool.description
-        strict = plan.tools.get(upstream)
-        if strict is not None:
-            fn["parameters"] = strict.schema
+    for f in function_tools(req, plan):
+        fn: dict[str, Any] = {"name": f.upstream}
+        if f.description is not None:
+            fn["description"] = f.description
+        fn["parameters"] = f.parameters
+        if f.strict:
             fn["strict"] = True
-        else:
-            fn["parameters"] = clean_schema(tool.input_schema)
         out.append({"type": "function", "function": fn})
     return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from ...anthropic.functions import function_tools
 from ...anthropic.request import (
     session_id_from,
     sha_hex,
@@ -25,8 +26,6 @@ from ...anthropic.request import (
 )
 from ...anthropic.signatures import Signer
 from ...anthropic.strict import StrictPlan, strict_plan
-from ...anthropic.tool_schema import clean_schema, upstream_tool_name
-from ...anthropic.tools import custom_tools
 from ...schemas.anthropic import MessagesRequest
 from ...settings import Route
 from .history import InputBuilder
@@ -151,24 +150,21 @@ def _reasoning(req: MessagesRequest, route: Route) -> dict[str, Any] | None:
 
 
 def _tools(req: MessagesRequest, plan: StrictPlan) -> list[dict[str, Any]]:
-    """Custom tools as function tools; server tools dropped (protocol.md §9.1).
+    """The function tools (:func:`function_tools`; server tools are hosted or dropped).
 
-    ``strict`` is always sent: ``true`` with the strict form of the schema for a tool the
-    client marked ``strict`` (:mod:`gateway.anthropic.strict`), else ``false`` (Responses
-    defaults to strict, which demands ``additionalProperties: false`` and every property
-    required, protocol.md §5). Tools with
+    ``strict`` is always sent: ``true`` for a tool the client marked ``strict`` (its schema
+    made strict), else ``false`` (Responses defaults to strict, which demands
+    ``additionalProperties: false`` and every property required, protocol.md §5). Tools with
     ``defer_loading`` (Claude Code's tool search, claude-code.md §3) are offered like any
     other: the upstream has no deferred loading, and offering them costs only prompt tokens.
     """
     out: list[dict[str, Any]] = []
-    for tool, name in custom_tools(req):
-        upstream = upstream_tool_name(name)
-        fn: dict[str, Any] = {"type": "function", "name": upstream}
-        if tool.description is not None:
-            fn["description"] = tool.description
-        strict = plan.tools.get(upstream)
-        fn["parameters"] = strict.schema if strict is not None else clean_schema(tool.input_schema)
-        fn["strict"] = strict is not None
+    for f in function_tools(req, plan):
+        fn: dict[str, Any] = {"type": "function", "name": f.upstream}
+        if f.description is not None:
+            fn["description"] = f.description
+        fn["parameters"] = f.parameters
+        fn["strict"] = f.strict
         out.append(fn)
     return out
 
