@@ -13,6 +13,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
+from .anthropic.context_edits import apply_edits, edit_plan, rough_count
 from .anthropic.frames import message_frames
 from .anthropic.ids import message_id
 from .anthropic.prewarm import prewarm_answer
@@ -68,6 +69,11 @@ async def messages(request: web.Request) -> web.StreamResponse:
     ctx: RequestContext = request[CTX_KEY]
     req: MessagesRequest = decode_request(await receive(request, ctx))
     check_tools(req.tools)
+    edits = edit_plan(req)
+    managed: dict[str, Any] | None = None
+    if edits is not None:
+        req, applied = apply_edits(req, edits, rough_count)
+        managed = {"applied_edits": applied}
     model = ctx.model = req.model
     route = app[ROUTER].resolve(req.model)
     ctx.route = route.name
@@ -80,11 +86,12 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if req.max_tokens == 0:
         # a cache pre-warm: nothing is generated; the answer carries the input count
         n = await _count_input(request, req, route, ctx)
-        return _answer_without_upstream(prewarm_answer(req, n), stream, ctx)
+        return _answer_without_upstream(prewarm_answer(req, n), stream, ctx, managed)
     if not route.hosted_tools and hosted_tools(req):
         # Server tools this route cannot host: they report themselves unavailable (a 400 when
         # the request offers tools of its own too), never an answer made up without them.
-        return _answer_without_upstream(unhosted_answer(req, route.name, signer), stream, ctx)
+        answer = unhosted_answer(req, route.name, signer)
+        return _answer_without_upstream(answer, stream, ctx, managed)
     blocked = blocked_domains(req)
     if blocked:  # OpenAI has no such filter: the gateway removes them from the answer
         log_event("search_blocked_domains", count=len(blocked))
@@ -131,6 +138,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
             blocked_domains=blocked,
             strict=strict,
         )
+        if managed is not None:
+            message.context_management = managed
         if guard is not None:
             message.safeguard_results = await app[SAFEGUARDS].for_message(guard, message, ctx)
         ctx.finish(message.usage, message.stop_reason)
@@ -148,6 +157,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
         blocked_domains=blocked,
         strict=strict,
     )
+    if managed is not None:
+        translator.delta_extra = {"context_management": managed}
     return await relay(
         request,
         resp,
@@ -165,9 +176,14 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
 
 def _answer_without_upstream(
-    message: MessageResponse, stream: bool, ctx: RequestContext
+    message: MessageResponse,
+    stream: bool,
+    ctx: RequestContext,
+    managed: dict[str, Any] | None = None,
 ) -> web.Response:
     """An answer the gateway makes itself, as JSON or as the stream a client expects."""
+    if managed is not None:
+        message.context_management = managed
     ctx.finish(message.usage, message.stop_reason)
     if not stream:
         return web.Response(body=RESPONSE_ENCODER.encode(message), content_type="application/json")
@@ -187,8 +203,16 @@ async def count_tokens(request: web.Request) -> web.Response:
     ctx.route = route.name
     # The count endpoint takes no max_tokens; the translation needs one and ignores it here.
     req = MessagesRequest(**msgspec.structs.asdict(counted), max_tokens=MIN_COUNT_TOKENS)
+    edits = edit_plan(req)
+    cleared = 0
+    if edits is not None:
+        req, applied = apply_edits(req, edits, rough_count)
+        cleared = sum(e["cleared_input_tokens"] for e in applied)
     n = await _count_input(request, req, route, ctx)
-    return web.Response(body=orjson.dumps({"input_tokens": n}), content_type="application/json")
+    doc: dict[str, Any] = {"input_tokens": n}
+    if edits is not None:  # the count is of the edited prompt, as the API's
+        doc["context_management"] = {"original_input_tokens": n + cleared}
+    return web.Response(body=orjson.dumps(doc), content_type="application/json")
 
 
 async def _count_input(

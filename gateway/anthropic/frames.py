@@ -75,16 +75,22 @@ def message_start_frame(message_id: str, model: str, input_tokens: int) -> bytes
     )
 
 
-def message_delta_frame(reason: StopReason, stop_sequence: str | None, usage: Usage) -> bytes:
-    """``message_delta`` with the final stop_reason and cumulative usage (§3.3)."""
-    return encode_event(
-        "message_delta",
-        {
-            "type": "message_delta",
-            "delta": {"stop_reason": reason, "stop_sequence": stop_sequence},
-            "usage": usage_doc(usage),
-        },
-    )
+def message_delta_frame(
+    reason: StopReason,
+    stop_sequence: str | None,
+    usage: Usage,
+    extra: dict[str, Any] | None = None,
+) -> bytes:
+    """``message_delta`` with the final stop_reason and cumulative usage (§3.3); ``extra``
+    adds top-level fields (``context_management``)."""
+    doc: dict[str, Any] = {
+        "type": "message_delta",
+        "delta": {"stop_reason": reason, "stop_sequence": stop_sequence},
+        "usage": usage_doc(usage),
+    }
+    if extra:
+        doc.update(extra)
+    return encode_event("message_delta", doc)
 
 
 def usage_doc(usage: Usage) -> dict[str, Any]:
@@ -119,7 +125,12 @@ def message_frames(message: MessageResponse) -> list[bytes]:
             out.append(block_start_frame(index, doc))
         out.append(block_stop_frame(index))
     if message.stop_reason is not None:
-        out.append(message_delta_frame(message.stop_reason, message.stop_sequence, message.usage))
+        extra = None
+        if message.context_management is not msgspec.UNSET:
+            extra = {"context_management": message.context_management}
+        out.append(
+            message_delta_frame(message.stop_reason, message.stop_sequence, message.usage, extra)
+        )
     out.append(MESSAGE_STOP_FRAME)
     return out
 

@@ -161,6 +161,9 @@ class BaseStreamTranslator(ABC, Generic[P]):
         #: strict schemas whose answers are restored (text held, arguments buffered)
         self._strict = strict
 
+        #: top-level fields for the final message_delta (``context_management``), set by the
+        #: handler
+        self.delta_extra: dict[str, Any] | None = None
         self.done = False
         self.error: GatewayError | None = None
         self._usage: Usage | None = None
@@ -236,7 +239,7 @@ class BaseStreamTranslator(ABC, Generic[P]):
         self.done = True
         self.stop_reason = reason
         self._usage = usage
-        out.append(message_delta_frame(reason, self.stop_sequence, usage))
+        out.append(message_delta_frame(reason, self.stop_sequence, usage, self.delta_extra))
         out.append(MESSAGE_STOP_FRAME)
 
     def _estimated_usage(self) -> Usage:

@@ -284,6 +284,24 @@ class ThinkingConfig(Struct, kw_only=True):
     display: str | None = None
 
 
+class ContextEdit(Struct, kw_only=True):
+    """One ``context_management.edits`` entry (issue 15 item 4): ``clear_tool_uses_20250919``,
+    ``clear_thinking_20251015`` or ``compact_20260112``; the fields are per type."""
+
+    type: str
+    trigger: dict[str, Any] | None = None
+    keep: dict[str, Any] | str | None = None
+    clear_at_least: dict[str, Any] | None = None
+    exclude_tools: list[str] | None = None
+    clear_tool_inputs: bool | list[str] | None = None
+    pause_after_compaction: bool | None = None
+    instructions: str | None = None
+
+
+class ContextManagement(Struct, kw_only=True):
+    edits: list[ContextEdit] | None = None
+
+
 class Metadata(Struct, kw_only=True):
     user_id: str | None = None
 
@@ -308,6 +326,8 @@ class _Body(Struct, kw_only=True):
     output_config: OutputConfig | None = None
     #: the deprecated spelling of ``output_config.format`` (issue 15)
     output_format: OutputFormat | None = None
+    #: history edits the gateway applies before translating (issue 15 item 4)
+    context_management: ContextManagement | None = None
     #: the MCP connector's servers (issue 14: Responses ``mcp`` tools)
     mcp_servers: list[McpServer] | None = None
 

@@ -108,6 +108,8 @@ class MessageResponse(Struct, kw_only=True):
     stop_reason: StopReason | None
     stop_sequence: str | None = None
     usage: Usage
+    #: ``{"applied_edits": [...]}`` when the request carried ``context_management``
+    context_management: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
     #: verdicts on the answer's tool calls when the request carried ``safeguards`` (issue 13)
     safeguard_results: list[Any] | msgspec.UnsetType = msgspec.UNSET
 
