@@ -13,6 +13,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
+from .anthropic.compaction import pause_at_compaction, pauses, replay
 from .anthropic.context_edits import apply_edits, edit_plan, rough_count
 from .anthropic.frames import message_frames
 from .anthropic.ids import message_id
@@ -67,7 +68,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     """``POST /v1/messages`` (and ``/v1/messages/stream``, which always streams)."""
     app = request.app
     ctx: RequestContext = request[CTX_KEY]
-    req: MessagesRequest = decode_request(await receive(request, ctx))
+    raw = await receive(request, ctx)
+    req: MessagesRequest = decode_request(raw)
     check_tools(req.tools)
     edits = edit_plan(req)
     managed: dict[str, Any] | None = None
@@ -83,6 +85,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
     guard = app[SAFEGUARDS].case(req, route) if req.safeguards else None
     dialect = DIALECTS[route.dialect]
     signer: Signer = app[SIGNER]
+    if b'"compaction"' in raw:  # history before the last compaction block is dropped
+        req = replay(req, signer, native=route.compaction)
+    del raw
     if req.max_tokens == 0:
         # a cache pre-warm: nothing is generated; the answer carries the input count
         n = await _count_input(request, req, route, ctx)
@@ -102,6 +107,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     )
     names = tool_name_map(req)
     thinking = _thinking_requested(req, route)
+    pause = edits is not None and pauses(req)
     stop_sequences = req.stop_sequences
     upstream = app[UPSTREAM]
     settings = app[SETTINGS]
@@ -140,6 +146,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
         )
         if managed is not None:
             message.context_management = managed
+            if pause:
+                pause_at_compaction(message)
         if guard is not None:
             message.safeguard_results = await app[SAFEGUARDS].for_message(guard, message, ctx)
         ctx.finish(message.usage, message.stop_reason)
@@ -159,6 +167,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     )
     if managed is not None:
         translator.delta_extra = {"context_management": managed}
+        translator.pause_after_compaction = pause
     return await relay(
         request,
         resp,

@@ -136,6 +136,9 @@ class RouteSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     #: offer the client's server tools (web search, code execution, MCP) as the upstream's
     #: hosted tools (Responses upstreams only); off: such a request gets "unavailable"
     hosted_tools: bool = True
+    #: ``compact_20260112`` as the upstream's own compaction (Responses upstreams only);
+    #: off: that edit is a 400
+    compaction: bool = True
 
 
 class SafeguardSettings(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -206,6 +209,8 @@ class Route(Struct, kw_only=True, frozen=True):
     safeguards: bool = True
     #: server tools become the upstream's hosted tools (a Responses route that allows it)
     hosted_tools: bool = True
+    #: compact_20260112 becomes the upstream's compaction (a Responses route that allows it)
+    compaction: bool = True
 
     def __repr__(self) -> str:  # never show the key, even masked
         return f"Route({self.name!r}, {self.dialect}, {self.base_url!r}, {self.upstream_model!r})"
@@ -249,6 +254,7 @@ def resolve_routes(settings: Settings, env: Mapping[str, str] | None = None) -> 
                 mid_system=up.mid_system,
                 safeguards=rs.safeguards,
                 hosted_tools=rs.hosted_tools and up.dialect == "responses",
+                compaction=rs.compaction and up.dialect == "responses",
             )
         )
     return out

@@ -27,6 +27,7 @@ _DELTAS: dict[str, frozenset[str]] = {
     "tool_use": frozenset({"input_json_delta"}),
     "server_tool_use": frozenset({"input_json_delta"}),
     "thinking": frozenset({"thinking_delta", "signature_delta"}),
+    "compaction": frozenset({"compaction_delta"}),
 }
 _TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use"})
 

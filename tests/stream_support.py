@@ -25,6 +25,7 @@ BLOCK_KEYS: dict[str, tuple[str, ...]] = {
     "code_execution_tool_result": ("type", "tool_use_id", "content"),
     "mcp_tool_use": ("type", "id", "name", "server_name", "input"),
     "mcp_tool_result": ("type", "tool_use_id", "is_error", "content"),
+    "compaction": ("type", "content", "encrypted_content"),
 }
 
 

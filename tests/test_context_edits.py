@@ -8,14 +8,16 @@ import json
 from typing import Any
 
 import aiohttp
+import anthropic
 import pytest
 from aiohttp.test_utils import TestServer
 
+from gateway.anthropic.compaction import COMPACTED, COMPACTION_TOKEN
 from gateway.anthropic.context_edits import PLACEHOLDER, rough_count
 from gateway.anthropic.signatures import Signer
-from gateway.mock_upstream import Script, Text
+from gateway.mock_upstream import Compaction, Script, Text
 from tests.anthropic_grammar import check_stream, parse_frames
-from tests.conftest import SIGNING_KEY, Upstream
+from tests.conftest import SIGNING_KEY, GatewayFactory, Upstream
 
 MODEL = "claude-sonnet-5-5"
 SIGNER = Signer(SIGNING_KEY)
@@ -214,3 +216,99 @@ async def test_input_token_trigger_and_the_count_endpoint(
     ]
     assert outputs[:2] == [PLACEHOLDER, PLACEHOLDER] and outputs[2].startswith("xxx")
     assert json.dumps(upstream_input(upstream)).count(big) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# compact_20260112: the Responses API's own compaction
+
+
+def compact(**kw: Any) -> dict[str, Any]:
+    return {"edits": [{"type": "compact_20260112",
+                       "trigger": {"type": "input_tokens", "value": 60_000}, **kw}]}  # fmt: skip
+
+
+async def test_compaction_both_ways(gateway: TestServer, upstream: Upstream) -> None:
+    doc = {"model": MODEL, "max_tokens": 50, "context_management": compact(),
+           "messages": [user("a long session")]}  # fmt: skip
+    upstream.mock.enqueue(Script(items=[Compaction("opaque-1"), Text("Carrying on.")]))
+    status, answer = await post(gateway, doc)
+    assert status == 200
+    sent = upstream.mock.requests[-1].body
+    assert sent["context_management"] == [{"type": "compaction", "compact_threshold": 60_000}]
+    block, text = answer["content"]
+    assert text == {"type": "text", "text": "Carrying on."}
+    assert block["type"] == "compaction" and block["content"] == COMPACTED
+    assert SIGNER.unseal(COMPACTION_TOKEN, block["encrypted_content"])["e"] == "opaque-1"
+    assert answer["stop_reason"] == "end_turn"
+    assert answer["context_management"] == {"applied_edits": []}
+
+    # the next turn: everything before the block is dropped; the block is the item again
+    history = [user("old question"), {"role": "assistant", "content": "old answer"},
+               user("a long session"), {"role": "assistant", "content": answer["content"]},
+               user("next")]  # fmt: skip
+    upstream.mock.enqueue(Script(items=[Text("ok")]))
+    status, _ = await post(gateway, {**doc, "messages": history})
+    assert status == 200
+    assert upstream_input(upstream) == [
+        {"type": "compaction", "encrypted_content": "opaque-1"},
+        {"role": "assistant", "content": [
+            {"type": "output_text", "text": "Carrying on.", "annotations": []}]},
+        {"role": "user", "content": [{"type": "input_text", "text": "next"}]},
+    ]  # fmt: skip
+
+
+async def test_pause_after_compaction_streamed_and_not(
+    gateway: TestServer, upstream: Upstream
+) -> None:
+    doc = {"model": MODEL, "max_tokens": 50, "messages": [user("go")],
+           "context_management": compact(pause_after_compaction=True)}  # fmt: skip
+    script = Script(items=[Compaction("opaque-2"), Text("never shown")])
+    upstream.mock.enqueue(script)
+    _, answer = await post(gateway, doc)
+    assert [b["type"] for b in answer["content"]] == ["compaction"]
+    assert answer["stop_reason"] == "compaction"
+
+    upstream.mock.enqueue(script)
+    client = anthropic.AsyncAnthropic(base_url=str(gateway.make_url("")), api_key="k",
+                                      max_retries=0)  # fmt: skip
+    async with client.beta.messages.stream(**doc) as s:
+        final = await s.get_final_message()
+    await client.close()
+    assert final.stop_reason == "compaction"
+    [block] = final.content
+    assert block.type == "compaction" and block.content == COMPACTED
+    assert SIGNER.unseal(COMPACTION_TOKEN, block.encrypted_content or "")["e"] == "opaque-2"
+    assert final.context_management is not None
+    assert final.context_management.applied_edits == []
+
+    upstream.mock.enqueue(script)
+    _, events = await post(gateway, {**doc, "stream": True})
+    check_stream(events)
+    assert [(n, d.get("delta", {}).get("type")) for n, d in events if "block" in n] == [
+        ("content_block_start", None), ("content_block_delta", "compaction_delta"),
+        ("content_block_stop", None)]  # fmt: skip
+
+
+async def test_claudes_own_compaction_block_is_its_summary(
+    make_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    gw = await make_gateway(upstreams={"default": {"base_url": upstream.url, "dialect": "chat"}})
+    history = [user("old"), {"role": "assistant", "content": [
+        {"type": "compaction", "content": "The user wants a poem.", "encrypted_content": "x"},
+        {"type": "text", "text": "Here it is."}]}, user("again")]  # fmt: skip
+    upstream.mock.enqueue(Script(items=[Text("ok")]))
+    status, _ = await post(gw, {"model": MODEL, "max_tokens": 20, "messages": history})
+    assert status == 200
+    assert upstream.mock.requests[-1].body["messages"] == [
+        {"role": "assistant",
+         "content": "Summary of the earlier conversation:\nThe user wants a poem.\nHere it is."},
+        {"role": "user", "content": "again"},
+    ]  # fmt: skip
+    # the edit itself needs an upstream that compacts
+    status, err = await post(gw, {"model": MODEL, "max_tokens": 20, "messages": [user("x")],
+                                  "context_management": compact()})  # fmt: skip
+    assert status == 400
+    assert err["error"]["message"] == (
+        "context_management.edits.0: compact_20260112 needs an upstream that compacts (the "
+        "Responses API with compaction on); route 'default:gpt-5' does not"
+    )

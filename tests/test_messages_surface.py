@@ -31,7 +31,7 @@ async def post(gw: TestServer, doc: dict[str, Any]) -> tuple[int, Any]:
 def history_with_unknown_blocks() -> list[dict[str, Any]]:
     return [
         {"role": "user", "content": [
-            {"type": "compaction", "content": "Earlier: the user asked for a haiku."},
+            {"type": "session_note", "content": "Earlier: the user asked for a haiku."},
             {"type": "text", "text": "go on"},
         ]},
         {"role": "assistant", "content": [
@@ -73,7 +73,7 @@ async def test_unknown_history_blocks_are_rewritten_not_refused(
     assert [(d["event"], d["ignored"], d["count"]) for d in debug] == [
         (
             "unknown_blocks_rewritten",
-            "compaction×1,advisor_tool_result×1,browser_state×1,screenshot_ref×1",
+            "session_note×1,advisor_tool_result×1,browser_state×1,screenshot_ref×1",
             4,
         )
     ]
@@ -85,7 +85,7 @@ async def test_unknown_history_blocks_are_rewritten_not_refused(
     [
         # a known type with a bad field is still the client's fault
         (
-            [{"role": "user", "content": [{"type": "compaction"}, {"type": "image"}]}],
+            [{"role": "user", "content": [{"type": "session_note"}, {"type": "image"}]}],
             "$.messages[0].content[1]: Object missing required field `source`",
         ),
         # a block without a type says so

@@ -164,6 +164,9 @@ class BaseStreamTranslator(ABC, Generic[P]):
         #: top-level fields for the final message_delta (``context_management``), set by the
         #: handler
         self.delta_extra: dict[str, Any] | None = None
+        #: end the message after a compaction block (``pause_after_compaction``), set by the
+        #: handler
+        self.pause_after_compaction = False
         self.done = False
         self.error: GatewayError | None = None
         self._usage: Usage | None = None

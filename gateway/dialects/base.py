@@ -33,6 +33,8 @@ class StreamTranslator(Protocol):
 
     #: top-level fields for the final ``message_delta`` (``context_management``)
     delta_extra: dict[str, Any] | None
+    #: end the message after a compaction block
+    pause_after_compaction: bool
 
     def feed(self, event: SSEEvent) -> list[bytes]: ...
     def finish(self) -> list[bytes]: ...

@@ -30,6 +30,7 @@ from .scripts import Api as Api
 from .scripts import (
     Citation,
     CodeRun,
+    Compaction,
     FunctionCall,
     McpCall,
     Reasoning,
@@ -48,6 +49,7 @@ __all__ = [
     "MOCK_KEY",
     "Citation",
     "CodeRun",
+    "Compaction",
     "FunctionCall",
     "McpCall",
     "MockUpstream",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TypeAlias
 
 from .render_common import Turn
-from .scripts import JSON, CodeRun, HostedCall, Text, WebSearch, words
+from .scripts import JSON, CodeRun, Compaction, HostedCall, Text, WebSearch, words
 
 #: (type, payload without ``type``/``sequence_number``)
 Event: TypeAlias = tuple[str, JSON]
@@ -27,6 +27,11 @@ def url_citations(item: Text) -> list[JSON]:
 
 def hosted_item(turn: Turn, item: HostedCall, index: int, *, final: bool) -> JSON:
     """A hosted-tool item: as announced (``final=False``) or finished."""
+    if isinstance(item, Compaction):
+        compacted: JSON = {"id": turn.item_id("cmp", index), "type": "compaction"}
+        if final:
+            compacted["encrypted_content"] = item.encrypted_content
+        return compacted
     if isinstance(item, WebSearch):
         out: JSON = {
             "id": turn.item_id("ws", index),
@@ -74,6 +79,8 @@ def hosted_item(turn: Turn, item: HostedCall, index: int, *, final: bool) -> JSO
 def hosted_events(turn: Turn, item: HostedCall, oi: int, final: JSON) -> list[Event]:
     """Between ``output_item.added`` and ``.done``, as the recordings show them."""
     ids: JSON = {"item_id": final["id"], "output_index": oi}
+    if isinstance(item, Compaction):
+        return [("response.compaction.compacting", dict(ids))]
     if isinstance(item, WebSearch):
         return [
             (f"response.web_search_call.{phase}", dict(ids))

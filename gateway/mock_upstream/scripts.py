@@ -85,6 +85,14 @@ class McpCall:
 
 
 @dataclass
+class Compaction:
+    """A ``compaction`` item (Responses only, issue 15): the upstream compacted the context;
+    ``encrypted_content`` is opaque."""
+
+    encrypted_content: str = "cmp-opaque-0"
+
+
+@dataclass
 class Refusal:
     """A refusal content part (Responses) / ``message.refusal`` (Chat)."""
 
@@ -114,9 +122,9 @@ class Reasoning:
     reasoning_text: list[str] | None = None
 
 
-HostedCall: TypeAlias = WebSearch | CodeRun | McpCall
+HostedCall: TypeAlias = WebSearch | CodeRun | McpCall | Compaction
 OutputItem: TypeAlias = Text | Refusal | FunctionCall | Reasoning | HostedCall
-HOSTED: Final = (WebSearch, CodeRun, McpCall)
+HOSTED: Final = (WebSearch, CodeRun, McpCall, Compaction)
 End: TypeAlias = Literal["completed", "incomplete", "failed", "error_event", "none"]
 
 

@@ -151,6 +151,14 @@ class ContainerUploadBlock(_Tagged, tag="container_upload"):
     file_id: str = ""
 
 
+class CompactionBlock(_Tagged, tag="compaction"):
+    """A compaction of everything before it (issue 15 item 4): ``content`` is the summary
+    (None: the compaction failed, a no-op), ``encrypted_content`` opaque."""
+
+    content: str | None = None
+    encrypted_content: str | None = None
+
+
 SERVER_RESULT_BLOCKS: Final = (
     WebSearchToolResultBlock,
     WebFetchToolResultBlock,
@@ -192,7 +200,7 @@ ContentBlock = (
     | ThinkingBlock
     | RedactedThinkingBlock
 )
-_AnyBlock: Any = ContentBlock
+_AnyBlock: Any = ContentBlock | CompactionBlock
 for _cls in _ARTEFACTS:
     _AnyBlock = _AnyBlock | _cls
 AnyContentBlock: Any = _AnyBlock

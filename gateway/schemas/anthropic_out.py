@@ -67,6 +67,11 @@ class OutMcpToolResult(_OutTagged, tag="mcp_tool_result"):
     content: Any
 
 
+class OutCompaction(_OutTagged, tag="compaction"):
+    content: str | None
+    encrypted_content: str | None
+
+
 OutBlock = (
     OutText
     | OutToolUse
@@ -77,6 +82,7 @@ OutBlock = (
     | OutCodeExecutionToolResult
     | OutMcpToolUse
     | OutMcpToolResult
+    | OutCompaction
 )
 
 StopReason = Literal[
@@ -87,6 +93,7 @@ StopReason = Literal[
     "pause_turn",
     "refusal",
     "model_context_window_exceeded",
+    "compaction",
 ]
 
 

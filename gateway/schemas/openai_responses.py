@@ -152,9 +152,16 @@ class McpCallItem(_Item, tag="mcp_call"):
     error: McpError | str | None = None
 
 
-#: Items of the hosted tools the gateway asks for (issue 14); ``mcp_list_tools`` and other
-#: hosted items stay unknown and are skipped.
-HostedItem = WebSearchCallItem | CodeInterpreterCallItem | McpCallItem
+class CompactionItem(_Item, tag="compaction"):
+    """The upstream's compaction of the conversation so far (issue 15 item 4): opaque."""
+
+    id: str | None = None
+    encrypted_content: str | None = None
+
+
+#: Items of the hosted tools the gateway asks for (issue 14), and compaction (issue 15);
+#: ``mcp_list_tools`` and other hosted items stay unknown and are skipped.
+HostedItem = WebSearchCallItem | CodeInterpreterCallItem | McpCallItem | CompactionItem
 OutputItem = MessageItem | FunctionCallItem | ReasoningItem | HostedItem
 
 
@@ -220,6 +227,7 @@ _ITEM_TYPES: Final = frozenset(
         "web_search_call",
         "code_interpreter_call",
         "mcp_call",
+        "compaction",
     }
 )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from ...anthropic.compaction import SUMMARY_HEAD
 from ...anthropic.ids import call_id_to_upstream
 from ...anthropic.parts import (
     NO_RESULT,
@@ -29,6 +30,7 @@ from ...anthropic.tool_schema import upstream_tool_name
 from ...anthropic.tools import tool_arguments
 from ...errors import InvalidRequestError
 from ...schemas.anthropic import (
+    CompactionBlock,
     DocumentBlock,
     ImageBlock,
     Message,
@@ -232,6 +234,8 @@ class Messages:
                 # Plain text back to servers that want it (protocol.md §9.10); whatever the
                 # signature (Claude's, ours, or "" as Claude Code echoes unsigned thinking).
                 thoughts.append(block.thinking)
+            elif kind is CompactionBlock and block.content:
+                texts.append(SUMMARY_HEAD + block.content)  # a summary (issue 15), as text
             elif kind in ServerArtefact:
                 # Earlier hosted-tool calls (on another route) as text (issue 14).
                 note = server_block_text(block)

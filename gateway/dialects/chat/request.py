@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from ...anthropic.compaction import compaction_threshold
 from ...anthropic.functions import function_tools
 from ...anthropic.request import (
     sha_hex,
@@ -60,6 +61,7 @@ def to_chat(
     without schema. The payload shares strings and memoised tool schemas with the request:
     serialise it, do not mutate it.
     """
+    compaction_threshold(req, route)  # a 400: Chat upstreams do not compact
     payload: dict[str, Any] = {
         "model": route.upstream_model,
         "messages": Messages(route).build(req),

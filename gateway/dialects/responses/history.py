@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from ...anthropic.compaction import SUMMARY_HEAD, upstream_compaction
 from ...anthropic.ids import call_id_to_upstream
 from ...anthropic.parts import (
     NO_RESULT,
@@ -31,6 +32,7 @@ from ...anthropic.tool_schema import upstream_tool_name
 from ...anthropic.tools import tool_arguments
 from ...cache import BoundedCache
 from ...schemas.anthropic import (
+    CompactionBlock,
     DocumentBlock,
     ImageBlock,
     Message,
@@ -198,6 +200,16 @@ class InputBuilder:
                         turn.append(_assistant_message(text))
                         text = []
                     turn.append(item)
+            elif kind is CompactionBlock:
+                # the upstream's own compaction item again, or the summary as text (issue 15)
+                sealed = upstream_compaction(block, self._signer)
+                if sealed is not None:
+                    if text:
+                        turn.append(_assistant_message(text))
+                        text = []
+                    turn.append({"type": "compaction", "encrypted_content": sealed})
+                elif block.content:
+                    text.append(_output_text(SUMMARY_HEAD + block.content))
             elif kind in ServerArtefact:
                 # Earlier hosted-tool calls as text: the upstream runs stateless, so their
                 # items cannot be replayed (issue 14); the model still sees what they found.

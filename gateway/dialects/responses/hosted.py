@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from ...anthropic.compaction import compaction_block
 from ...anthropic.server_tools import (
     CODE_EXECUTION,
     MCP_TOOLSET,
@@ -51,6 +52,7 @@ from ...schemas.anthropic_out import (
 )
 from ...schemas.openai_responses import (
     CodeInterpreterCallItem,
+    CompactionItem,
     HostedItem,
     McpCallItem,
     McpError,
@@ -60,7 +62,7 @@ from ...schemas.openai_responses import (
 
 _USER_LOCATION_KEYS: Final = ("type", "city", "region", "country", "timezone")
 #: the hosted-tool item classes (for isinstance)
-HOSTED_ITEMS: Final = (WebSearchCallItem, CodeInterpreterCallItem, McpCallItem)
+HOSTED_ITEMS: Final = (WebSearchCallItem, CodeInterpreterCallItem, McpCallItem, CompactionItem)
 _ID_BAD: Final = re.compile(r"[^A-Za-z0-9]")
 
 
@@ -217,7 +219,10 @@ def is_search(item: HostedItem) -> bool:
 def hosted_blocks(
     item: HostedItem, signer: Signer, blocked_domains: Sequence[str] = ()
 ) -> list[OutBlock]:
-    """The Anthropic blocks of one finished hosted-tool item (none for a page visit)."""
+    """The Anthropic blocks of one finished hosted-tool item (none for a page visit), or of
+    the upstream's compaction (issue 15)."""
+    if isinstance(item, CompactionItem):
+        return [compaction_block(item.id, item.encrypted_content, signer)]
     if isinstance(item, WebSearchCallItem):
         if not is_search(item):
             return []  # open_page / find_in_page: part of the search already reported

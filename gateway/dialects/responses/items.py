@@ -42,12 +42,13 @@ from ...anthropic.stream import (
     BaseStreamTranslator,
     Part,
 )
-from ...schemas.anthropic_out import OutBlock, OutServerToolUse
+from ...schemas.anthropic_out import OutBlock, OutCompaction, OutServerToolUse
 from ...schemas.openai_responses import (
     FunctionCallItem,
     MessageItem,
     OutputItem,
 )
+from ...sse import encode_event
 from .hosted import HOSTED_ITEMS
 
 __all__ = ["Item", "ResponsesItems"]
@@ -210,7 +211,18 @@ class ResponsesItems(BaseStreamTranslator[Item]):
         for block in it.hosted:
             index = self._take_index()
             doc = msgspec.to_builtins(block)
-            if isinstance(block, OutServerToolUse):
+            if isinstance(block, OutCompaction):
+                # start, one compaction_delta with everything, stop (as Anthropic streams it)
+                out.append(block_start_frame(index, {**doc, "content": None,
+                                                     "encrypted_content": None}))  # fmt: skip
+                delta = {**doc, "type": "compaction_delta"}
+                out.append(
+                    encode_event(
+                        "content_block_delta",
+                        {"type": "content_block_delta", "index": index, "delta": delta},
+                    )
+                )
+            elif isinstance(block, OutServerToolUse):
                 out.append(block_start_frame(index, {**doc, "input": {}}))
                 partial = orjson.dumps(block.input).decode()
                 out.append(
@@ -224,6 +236,8 @@ class ResponsesItems(BaseStreamTranslator[Item]):
                 out.append(block_start_frame(index, doc))
             out.append(block_stop_frame(index))
         it.state = DONE
+        if self.pause_after_compaction and any(isinstance(b, OutCompaction) for b in it.hosted):
+            self._end("compaction", self._estimated_usage(), out)
 
     def _settle(self, it: Item, out: list[bytes]) -> None:
         """``it`` is finished upstream: close its block, or emit it whole, or wait."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from ...anthropic.compaction import compaction_threshold
 from ...anthropic.functions import function_tools
 from ...anthropic.request import (
     session_id_from,
@@ -113,6 +114,9 @@ def to_responses(
             payload["temperature"] = req.temperature
         if req.top_p is not None:
             payload["top_p"] = req.top_p
+    threshold = compaction_threshold(req, route)
+    if threshold is not None:
+        payload["context_management"] = [{"type": "compaction", "compact_threshold": threshold}]
     payload["store"] = False
     payload["stream"] = stream
 
