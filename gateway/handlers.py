@@ -23,6 +23,7 @@ from .anthropic.server_tools import blocked_domains, hosted_tools, unhosted_answ
 from .anthropic.signatures import Signer
 from .anthropic.strict import strict_plan
 from .anthropic.tools import check_tools, tool_name_map
+from .anthropic.usage import echo_speed
 from .context import CTX_KEY, RequestContext
 from .dialects import DIALECTS, Dialect
 from .encoding import encode_json
@@ -87,6 +88,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     signer: Signer = app[SIGNER]
     if b'"compaction"' in raw:  # history before the last compaction block is dropped
         req = replay(req, signer, native=route.compaction)
+    long_cache = b'"1h"' in raw and _LONG_TTL.search(raw) is not None
     del raw
     if req.max_tokens == 0:
         # a cache pre-warm: nothing is generated; the answer carries the input count
@@ -103,8 +105,16 @@ async def messages(request: web.Request) -> web.StreamResponse:
     session = session_id_from(req, request.headers.get("X-Claude-Code-Session-Id"))
     strict = strict_plan(req)
     payload = translate_request(
-        dialect, req, route, signer, stream=stream, session_id=session, strict=strict
+        dialect,
+        req,
+        route,
+        signer,
+        stream=stream,
+        session_id=session,
+        strict=strict,
+        long_cache=long_cache,
     )
+    fast = req.speed == "fast"
     names = tool_name_map(req)
     thinking = _thinking_requested(req, route)
     pause = edits is not None and pauses(req)
@@ -144,6 +154,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
             blocked_domains=blocked,
             strict=strict,
         )
+        if fast:
+            echo_speed(message.usage)
         if managed is not None:
             message.context_management = managed
             if pause:
@@ -165,6 +177,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         blocked_domains=blocked,
         strict=strict,
     )
+    translator.fast_requested = fast
     if managed is not None:
         translator.delta_extra = {"context_management": managed}
         translator.pause_after_compaction = pause
@@ -251,6 +264,8 @@ async def _count_input(
 
 
 MIN_COUNT_TOKENS: Final = 16
+#: a ``cache_control`` asking for the one-hour cache, anywhere in the body
+_LONG_TTL: Final = re.compile(rb'"ttl"\s*:\s*"1h"')
 _OK: Final = orjson.dumps({"status": "ok"})
 OVERHEAD_HEADER: Final = "x-gateway-overhead-ms"
 

@@ -99,6 +99,7 @@ def test_usage_from_responses_splits_cache() -> None:
         output_tokens=40,
         cache_creation_input_tokens=100,
         cache_read_input_tokens=1024,
+        output_tokens_details={"thinking_tokens": 22},  # issue 15: reasoning tokens reported
     )
     assert usage_from_responses(None) == Usage(input_tokens=0, output_tokens=0)
 

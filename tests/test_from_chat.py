@@ -100,6 +100,9 @@ def thinking(t: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Exact translations
 
+#: stop_details of a refusal the model wrote (no policy category, issue 15)
+REFUSED = {"type": "refusal", "category": None, "explanation": None}
+
 CASES = [
     pytest.param(completion({"content": "Hi!"}), {}, message([text("Hi!")], "end_turn"), id="text"),
     pytest.param(
@@ -111,13 +114,13 @@ CASES = [
     pytest.param(
         completion({"content": None, "refusal": "I can't."}),
         {},
-        message([text("I can't.")], "refusal"),
+        {**message([text("I can't.")], "refusal"), "stop_details": REFUSED},
         id="refusal-is-text-and-stop-reason",
     ),
     pytest.param(
         completion({"content": "Par"}, "content_filter"),
         {},
-        message([text("Par")], "refusal"),
+        {**message([text("Par")], "refusal"), "stop_details": REFUSED},
         id="content-filter",
     ),
     pytest.param(
@@ -442,16 +445,19 @@ def corpus_bodies() -> list[Path]:
     )
 
 
-def corpus_usage(prompt: int, completion: int, cached: int = 0) -> dict[str, int]:
+def corpus_usage(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
+    """The usage of a recorded body; the recordings also report reasoning tokens (0) and,
+    most, ``service_tier: default`` (Anthropic's ``standard``), added in the test."""
     return {
         "input_tokens": prompt - cached,
         "output_tokens": completion,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": cached,
+        "output_tokens_details": {"thinking_tokens": 0},
     }
 
 
-CORPUS_EXPECTED: dict[str, tuple[list[str], str, dict[str, int]]] = {
+CORPUS_EXPECTED: dict[str, tuple[list[str], str, dict[str, Any]]] = {
     # file stem → (block types, stop_reason, usage)
     "chat-json-finish-length": (["text"], "max_tokens", corpus_usage(1220, 100, 1152)),
     "chat-json-multiple-choices-n2": (["text"], "end_turn", corpus_usage(13, 44)),
@@ -473,6 +479,8 @@ def test_corpus_bodies(path: Path) -> None:
     recorded = json.loads(path.read_text())
     msg = doc(translate(str(recorded["response_body"]).encode()))
     kinds, reason, usage = CORPUS_EXPECTED[path.stem]
+    if json.loads(recorded["response_body"]).get("service_tier") == "default":
+        usage = {**usage, "service_tier": "standard"}
     assert [b["type"] for b in msg["content"]] == kinds
     assert msg["stop_reason"] == reason and msg["usage"] == usage
     choice = json.loads(recorded["response_body"])["choices"][0]["message"]

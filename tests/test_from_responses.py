@@ -50,6 +50,10 @@ def kinds(msg: MessageResponse) -> list[str]:
     return [str(b.__struct_config__.tag) for b in msg.content]
 
 
+#: usage.output_tokens_details of an upstream that counted no reasoning tokens (issue 15)
+NO_THINKING = {"thinking_tokens": 0}
+
+
 def response(*output: dict[str, Any], **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": "resp_1",
@@ -126,7 +130,12 @@ def test_corpus_text() -> None:
         )
     ]
     assert msg.stop_reason == "end_turn" and msg.stop_sequence is None
-    assert msg.usage == Usage(input_tokens=53, output_tokens=40)
+    assert msg.usage == Usage(
+        input_tokens=53,
+        output_tokens=40,
+        output_tokens_details=NO_THINKING,
+        service_tier="standard",
+    )
 
 
 def test_corpus_text_non_ascii_escape() -> None:
@@ -145,7 +154,12 @@ def test_corpus_function_call() -> None:
         )
     ]
     assert msg.stop_reason == "tool_use"
-    assert msg.usage == Usage(input_tokens=75, output_tokens=23)
+    assert msg.usage == Usage(
+        input_tokens=75,
+        output_tokens=23,
+        output_tokens_details=NO_THINKING,
+        service_tier="standard",
+    )
 
 
 def test_corpus_parallel_function_calls() -> None:
@@ -199,6 +213,8 @@ def test_corpus_incomplete_cache_write() -> None:
         output_tokens=100,
         cache_creation_input_tokens=1217,
         cache_read_input_tokens=0,
+        output_tokens_details={"thinking_tokens": 54},  # the recording's reasoning_tokens
+        service_tier="standard",  # the recording's "default"
     )
     assert kinds(msg) == ["text"]
 
@@ -210,7 +226,12 @@ def test_corpus_incomplete_cache_write() -> None:
 def test_text_parts_of_one_message_make_one_block() -> None:
     msg = translate(response(message(text("Hel"), text(""), text("lo")), message(text("!"))))
     assert msg.content == [OutText(text="Hello"), OutText(text="!")]
-    assert msg.usage == Usage(input_tokens=20, output_tokens=7, cache_read_input_tokens=10)
+    assert msg.usage == Usage(
+        input_tokens=20,
+        output_tokens=7,
+        cache_read_input_tokens=10,
+        output_tokens_details=NO_THINKING,
+    )
 
 
 def test_empty_text_makes_no_block() -> None:

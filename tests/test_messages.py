@@ -95,6 +95,8 @@ async def test_exact_json_and_cached_usage(gateway: TestServer, upstream: Upstre
             "output_tokens": 3,
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 1024,
+            "output_tokens_details": {"thinking_tokens": 0},
+            "service_tier": "standard",  # the upstream's "default"
         },
     }
     assert upstream.mock.requests[-1].body["model"] == "gpt-5-mini"

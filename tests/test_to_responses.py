@@ -391,10 +391,19 @@ def test_ignored_fields() -> None:
         cache_control={"type": "ephemeral", "ttl": "1h"},
         context_management={"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
         container="ctr_1",
-        speed="fast",
         brand_new_field={"x": 1},
     )
     assert translate(b) == translate(body([user("Hi")]))
+
+
+@pytest.mark.parametrize(
+    ("extra", "tier"),
+    [({}, None), ({"service_tier": "auto"}, "auto"), ({"service_tier": "standard_only"}, "default"),
+     ({"speed": "fast"}, "priority"), ({"speed": "fast", "service_tier": "standard_only"},
+                                       "priority"), ({"speed": "standard"}, None)],
+)  # fmt: skip
+def test_service_tier_and_fast_mode(extra: dict[str, Any], tier: str | None) -> None:
+    assert translate(body([user("Hi")], **extra)).get("service_tier") == tier
 
 
 # ==============================================================================================

@@ -80,14 +80,14 @@ def message_delta_frame(
     stop_sequence: str | None,
     usage: Usage,
     extra: dict[str, Any] | None = None,
+    stop_details: dict[str, Any] | None = None,
 ) -> bytes:
     """``message_delta`` with the final stop_reason and cumulative usage (§3.3); ``extra``
-    adds top-level fields (``context_management``)."""
-    doc: dict[str, Any] = {
-        "type": "message_delta",
-        "delta": {"stop_reason": reason, "stop_sequence": stop_sequence},
-        "usage": usage_doc(usage),
-    }
+    adds top-level fields (``context_management``), ``stop_details`` goes in the delta."""
+    delta: dict[str, Any] = {"stop_reason": reason, "stop_sequence": stop_sequence}
+    if stop_details is not None:
+        delta["stop_details"] = stop_details
+    doc: dict[str, Any] = {"type": "message_delta", "delta": delta, "usage": usage_doc(usage)}
     if extra:
         doc.update(extra)
     return encode_event("message_delta", doc)
@@ -102,6 +102,12 @@ def usage_doc(usage: Usage) -> dict[str, Any]:
     }
     if usage.server_tool_use is not msgspec.UNSET:
         doc["server_tool_use"] = usage.server_tool_use
+    if usage.output_tokens_details is not msgspec.UNSET:
+        doc["output_tokens_details"] = usage.output_tokens_details
+    if usage.service_tier is not msgspec.UNSET:
+        doc["service_tier"] = usage.service_tier
+    if usage.speed is not msgspec.UNSET:
+        doc["speed"] = usage.speed
     return doc
 
 
@@ -128,8 +134,11 @@ def message_frames(message: MessageResponse) -> list[bytes]:
         extra = None
         if message.context_management is not msgspec.UNSET:
             extra = {"context_management": message.context_management}
+        details = None if message.stop_details is msgspec.UNSET else message.stop_details
         out.append(
-            message_delta_frame(message.stop_reason, message.stop_sequence, message.usage, extra)
+            message_delta_frame(
+                message.stop_reason, message.stop_sequence, message.usage, extra, details
+            )
         )
     out.append(MESSAGE_STOP_FRAME)
     return out

@@ -44,9 +44,10 @@ from .frames import (
 from .ids import message_id as new_message_id
 from .ids import tool_use_id_from_upstream
 from .signatures import Signer
+from .stop import refusal_details
 from .strict import NO_STRICT, StrictPlan
 from .tools import client_tool_name
-from .usage import estimate_tokens
+from .usage import echo_speed, estimate_tokens
 
 __all__ = [
     "ARGS_FIRST",
@@ -167,6 +168,10 @@ class BaseStreamTranslator(ABC, Generic[P]):
         #: end the message after a compaction block (``pause_after_compaction``), set by the
         #: handler
         self.pause_after_compaction = False
+        #: the client asked for ``speed: fast`` (echoed in the final usage), set by the handler
+        self.fast_requested = False
+        #: ``stop_details`` of a policy refusal (a model's own refusal has none)
+        self._stop_details: dict[str, Any] | None = None
         self.done = False
         self.error: GatewayError | None = None
         self._usage: Usage | None = None
@@ -242,7 +247,14 @@ class BaseStreamTranslator(ABC, Generic[P]):
         self.done = True
         self.stop_reason = reason
         self._usage = usage
-        out.append(message_delta_frame(reason, self.stop_sequence, usage, self.delta_extra))
+        if self.fast_requested:
+            echo_speed(usage)
+        details = None
+        if reason == "refusal":
+            details = self._stop_details or refusal_details()
+        out.append(
+            message_delta_frame(reason, self.stop_sequence, usage, self.delta_extra, details)
+        )
         out.append(MESSAGE_STOP_FRAME)
 
     def _estimated_usage(self) -> Usage:

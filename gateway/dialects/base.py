@@ -35,6 +35,8 @@ class StreamTranslator(Protocol):
     delta_extra: dict[str, Any] | None
     #: end the message after a compaction block
     pause_after_compaction: bool
+    #: the client asked for ``speed: fast``
+    fast_requested: bool
 
     def feed(self, event: SSEEvent) -> list[bytes]: ...
     def finish(self) -> list[bytes]: ...

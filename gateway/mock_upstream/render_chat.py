@@ -7,7 +7,7 @@ import itertools
 import orjson
 
 from .errors import failure
-from .render_common import Turn, Usage, arg_chunks, call_run, chat_reasoning
+from .render_common import Turn, Usage, arg_chunks, call_run, chat_reasoning, served_tier
 from .scripts import HOSTED, JSON, FunctionCall, Reasoning, Refusal, Script, Text, words
 
 
@@ -53,7 +53,7 @@ def render_chat_json(turn: Turn, script: Script) -> bytes:
             }
         ],
         "usage": Usage.compute(script, turn.raw_len).chat(),
-        "service_tier": "default",
+        "service_tier": served_tier(turn.body),
         "system_fingerprint": "fp_mock",
     }
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
@@ -121,13 +121,18 @@ def encode_chat_sse(turn: Turn, script: Script) -> list[bytes]:
                 "object": "chat.completion.chunk",
                 "created": turn.created,
                 "model": turn.model,
-                "service_tier": "default",
+                "service_tier": served_tier(turn.body),
                 "system_fingerprint": "fp_mock",
             }
         )[:-1]
         + b',"choices":['
     )
     suffix = b'],"usage":null}\n\n' if include_usage else b"]}\n\n"
+    if script.chat_usage_every_chunk:
+        # vLLM's continuous_usage_stats: the prompt's usage on every chunk, from the first
+        running = Usage.compute(script, turn.raw_len).chat()
+        partial = {**running, "completion_tokens": 0, "total_tokens": running["prompt_tokens"]}
+        suffix = b'],"usage":' + orjson.dumps(partial) + b"}\n\n"
 
     def chunk(delta: JSON, finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from .scripts import JSON, Api, FunctionCall, OutputItem, Reasoning, Refusal, Script, Text
 
@@ -106,3 +107,13 @@ def call_run(
             break
         run.append((index, item))
     return run
+
+
+#: the tiers the mock serves as asked; anything else (``auto``, none) is ``default``
+_SERVED: Final = frozenset({"default", "flex", "priority", "scale"})
+
+
+def served_tier(body: JSON) -> str:
+    """The ``service_tier`` OpenAI echoes: the one asked for, or ``default``."""
+    tier = body.get("service_tier")
+    return tier if isinstance(tier, str) and tier in _SERVED else "default"

@@ -9,7 +9,7 @@ from typing import Any, Final, TypeAlias
 import orjson
 
 from .errors import failure
-from .render_common import Turn, Usage, arg_chunks, call_run
+from .render_common import Turn, Usage, arg_chunks, call_run, served_tier
 from .render_hosted import hosted_events, hosted_item, url_citations
 from .scripts import (
     HOSTED,
@@ -125,7 +125,7 @@ def _response_object(
         "parallel_tool_calls": body.get("parallel_tool_calls", True),
         "previous_response_id": body.get("previous_response_id"),
         "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
-        "service_tier": "default",
+        "service_tier": served_tier(body),
         "store": body.get("store", True),
         "temperature": body.get("temperature", 1.0),
         "text": body.get("text") or {"format": {"type": "text"}},

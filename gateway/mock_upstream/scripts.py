@@ -181,6 +181,8 @@ class Script:
     chat_reasoning_field: Literal["reasoning_content", "reasoning"] = "reasoning_content"
     chat_error_chunk: bool = False
     chat_interleave: bool = False
+    #: every chunk carries the usage so far (vLLM ``continuous_usage_stats``)
+    chat_usage_every_chunk: bool = False
     responses_interleave: bool = False
 
     @property

@@ -351,6 +351,8 @@ class MessagesRequest(_Body, kw_only=True):
     top_k: int | None = None
     metadata: Metadata | None = None
     service_tier: str | None = None
+    #: ``fast``: fast mode (the upstream's priority tier)
+    speed: str | None = None
     #: Claude Code's auto-mode safety check: answered by the gateway, never forwarded upstream
     safeguards: list[Safeguard] | None = None
 

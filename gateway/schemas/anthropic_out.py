@@ -104,6 +104,12 @@ class Usage(Struct, kw_only=True):
     cache_read_input_tokens: int = 0
     #: ``{"web_search_requests": n, "web_fetch_requests": 0}`` when hosted tools ran
     server_tool_use: dict[str, int] | msgspec.UnsetType = msgspec.UNSET
+    #: ``{"thinking_tokens": n}`` when the upstream counted reasoning tokens (part of output)
+    output_tokens_details: dict[str, int] | msgspec.UnsetType = msgspec.UNSET
+    #: the tier the upstream served (``standard`` / ``priority``) when it said
+    service_tier: str | msgspec.UnsetType = msgspec.UNSET
+    #: ``fast`` when the client asked for fast mode and the upstream served priority
+    speed: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class MessageResponse(Struct, kw_only=True):
@@ -114,6 +120,8 @@ class MessageResponse(Struct, kw_only=True):
     content: list[OutBlock]
     stop_reason: StopReason | None
     stop_sequence: str | None = None
+    #: ``{"type": "refusal", "category", "explanation"}`` with ``stop_reason: refusal``
+    stop_details: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
     usage: Usage
     #: ``{"applied_edits": [...]}`` when the request carried ``context_management``
     context_management: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET

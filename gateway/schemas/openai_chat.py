@@ -101,6 +101,7 @@ class Chunk(Struct, kw_only=True, gc=False):
     choices: list[ChunkChoice] | None = None
     usage: dict[str, Any] | None = None
     error: ChatError | str | None = None
+    service_tier: str | None = None
 
 
 class ToolCall(Struct, kw_only=True, gc=False):
@@ -130,6 +131,7 @@ class ChatCompletion(Struct, kw_only=True, gc=False):
     choices: list[ChatChoice] | None = None
     usage: dict[str, Any] | None = None
     error: ChatError | str | None = None
+    service_tier: str | None = None
 
 
 CHUNK_DECODER: Final = msgspec.json.Decoder(Chunk)

@@ -206,6 +206,8 @@ class Response(Struct, kw_only=True):
     usage: ResponseUsage | None = None
     error: ResponseError | None = None
     incomplete_details: IncompleteDetails | None = None
+    #: the tier that served the request (``default``, ``priority``, ``flex`` …)
+    service_tier: str | None = None
 
 
 RESPONSE_DECODER: Final = msgspec.json.Decoder(Response)

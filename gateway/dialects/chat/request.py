@@ -47,6 +47,7 @@ def to_chat(
     stream: bool,
     session_id: str | None = None,
     strict: StrictPlan | None = None,
+    long_cache: bool = False,
 ) -> dict[str, Any]:
     """The JSON payload for ``POST {route.base_url}/chat/completions``.
 
@@ -123,6 +124,8 @@ def to_chat(
         # ignores) it; hashed as for Responses so the client's id does not leak.
         payload["user"] = sha_hex(user_id)[:32]
     tier = _SERVICE_TIERS.get(req.service_tier) if req.service_tier is not None else None
+    if req.speed == "fast":
+        tier = "priority"  # fast mode: the explicit, premium ask wins (issue 15)
     if tier is not None:
         payload["service_tier"] = tier
     return payload

@@ -34,11 +34,11 @@ import msgspec
 
 from ...anthropic.ids import message_id, tool_use_id_from_upstream
 from ...anthropic.signatures import Signer
-from ...anthropic.stop import stop_reason
+from ...anthropic.stop import refusal_details, stop_reason
 from ...anthropic.stop_sequences import cut_at_stop_sequence
 from ...anthropic.strict import NO_STRICT, StrictPlan, strict_arguments
 from ...anthropic.tools import client_tool_name, tool_input
-from ...anthropic.usage import estimate_tokens, usage_from_chat
+from ...anthropic.usage import estimate_tokens, set_service_tier, usage_from_chat
 from ...errors import (
     NO_RESPONSE,
     BadGatewayError,
@@ -228,16 +228,22 @@ def from_chat(
         chars += call_chars
         tool_use = bool(calls)
         matched = server_stop_sequence(choice.finish_reason, choice.stop_reason, stop_sequences)
-    return MessageResponse(
+    reason = chat_stop_reason(
+        choice.finish_reason,
+        refusal=bool(message.refusal),
+        tool_use=tool_use,
+        stop_sequence=matched,
+    )
+    usage = chat_usage(resp.usage, input_tokens=0, output_chars=chars)
+    set_service_tier(usage, resp.service_tier)
+    out = MessageResponse(
         id=message_id(),
         model=model,
         content=content,
-        stop_reason=chat_stop_reason(
-            choice.finish_reason,
-            refusal=bool(message.refusal),
-            tool_use=tool_use,
-            stop_sequence=matched,
-        ),
+        stop_reason=reason,
         stop_sequence=matched,
-        usage=chat_usage(resp.usage, input_tokens=0, output_chars=chars),
+        usage=usage,
     )
+    if reason == "refusal":
+        out.stop_details = refusal_details()
+    return out

@@ -96,6 +96,7 @@ class ChatSegments(BaseStreamTranslator[Seg]):
         self._finish_reason: str | None = None
         self._reported_stop: str | int | None = None
         self._upstream_usage: dict[str, Any] | None = None
+        self._service_tier: str | None = None
         self._finishing = False
 
     def _release_held(self, out: list[bytes]) -> None:

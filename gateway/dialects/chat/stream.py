@@ -26,6 +26,7 @@ from ...anthropic.stream import (
     DONE,
     THINK,
 )
+from ...anthropic.usage import set_service_tier, usage_from_chat
 from ...errors import APIError, invalid_event
 from ...schemas.openai_chat import CHUNK_DECODER, ChunkChoice, Delta
 from ...sse import SSEEvent
@@ -59,11 +60,11 @@ class ChatStreamTranslator(ChatSegments):
             return []
         self.upstream_events += 1
         out: list[bytes] = []
-        if not self._started:
-            self._start(out)
         try:
             chunk = CHUNK_DECODER.decode(event.data)
         except msgspec.DecodeError as exc:
+            if not self._started:
+                self._start(out)
             data = event.data.strip()
             if data == "[DONE]":
                 self._conclude(out, _DONE_NO_FINISH)
@@ -73,6 +74,14 @@ class ChatStreamTranslator(ChatSegments):
                 self._fail(invalid_event("chunk", str(exc)), out)
             self.frames_out += len(out)
             return out
+        if not self._started:
+            if chunk.usage and isinstance(chunk.usage.get("prompt_tokens"), int):
+                # Input usage before the first delta (vLLM's continuous usage stats): the
+                # message_start can carry it (issue 15 item 5).
+                self.input_tokens = usage_from_chat(chunk.usage).input_tokens
+            self._start(out)
+        if chunk.service_tier is not None:
+            self._service_tier = chunk.service_tier
         if chunk.error:
             self._fail(chat_error(chunk.error), out)
         else:
@@ -110,6 +119,7 @@ class ChatStreamTranslator(ChatSegments):
         usage = chat_usage(
             self._upstream_usage, input_tokens=self.input_tokens, output_chars=self._out_chars
         )
+        set_service_tier(usage, self._service_tier)
         self._end(reason, usage, out)
 
     def _choice(self, choice: ChunkChoice, out: list[bytes]) -> None:

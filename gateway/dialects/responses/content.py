@@ -26,6 +26,7 @@ from ...anthropic.stream import (
 )
 from ...anthropic.strict import strict_arguments
 from ...anthropic.tools import tool_input_json
+from ...anthropic.usage import set_service_tier
 from ...errors import APIError
 from ...schemas.openai_responses import (
     FunctionCallItem,
@@ -72,20 +73,17 @@ class ResponsesContent(ResponsesItems):
             if self.done:
                 return
         incomplete = resp.incomplete_details.reason if resp.incomplete_details else None
-        self._end(
-            stop_reason(
-                incomplete_reason=incomplete,
-                refusal=self._refusal,
-                tool_use=self._tool_blocks > 0,
-            ),
-            final_usage(
-                resp.usage,
-                input_tokens=self.input_tokens,
-                output_chars=self._out_chars,
-                searches=self._searches,
-            ),
-            out,
+        usage = final_usage(
+            resp.usage,
+            input_tokens=self.input_tokens,
+            output_chars=self._out_chars,
+            searches=self._searches,
         )
+        set_service_tier(usage, resp.service_tier)
+        reason = stop_reason(
+            incomplete_reason=incomplete, refusal=self._refusal, tool_use=self._tool_blocks > 0
+        )
+        self._end(reason, usage, out)
 
     def _cite(self, it: Item, final: MessageItem, out: list[bytes]) -> None:
         """The message's url_citation annotations as ``citations_delta`` on its open text

@@ -18,7 +18,7 @@ import msgspec
 import orjson
 
 from ...anthropic.frames import DELTA_END
-from ...anthropic.stop import POLICY_REFUSAL_CODES
+from ...anthropic.stop import POLICY_REFUSAL_CODES, refusal_details
 from ...anthropic.stream import ARGS_LIVE, ARGS_WHOLE, DONE, IDLE, TEXT, THINK, TOOL
 from ...errors import failure_error, invalid_event
 from ...schemas.openai_responses import (
@@ -182,6 +182,7 @@ def _on_failed(self: ResponsesContent, ev: ResponseFailed, out: list[bytes]) -> 
     error = ev.response.error
     if error is not None and error.code in POLICY_REFUSAL_CODES:
         self._refusal = True
+        self._stop_details = refusal_details(error.code, error.message)
         self._terminal(ev.response, out)
         return
     self._fail(failure_error(error), out)

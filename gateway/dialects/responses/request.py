@@ -54,6 +54,7 @@ def to_responses(
     stream: bool,
     session_id: str | None = None,
     strict: StrictPlan | None = None,
+    long_cache: bool = False,
 ) -> dict[str, Any]:
     """The JSON payload for ``POST {route.base_url}/responses``.
 
@@ -128,8 +129,13 @@ def to_responses(
     if session:
         payload["prompt_cache_key"] = "cc-" + sha_hex(session)[:32]
     tier = _SERVICE_TIERS.get(req.service_tier) if req.service_tier is not None else None
+    if req.speed == "fast":
+        tier = "priority"  # fast mode: the explicit, premium ask wins (issue 15)
     if tier is not None:
         payload["service_tier"] = tier
+    if long_cache:
+        # a cache_control ttl of 1h: OpenAI's extended prompt cache retention (issue 15)
+        payload["prompt_cache_retention"] = "24h"
     return payload
 
 

@@ -25,11 +25,11 @@ import msgspec
 
 from ...anthropic.ids import message_id, tool_use_id_from_upstream
 from ...anthropic.signatures import Signer
-from ...anthropic.stop import POLICY_REFUSAL_CODES, stop_reason
+from ...anthropic.stop import POLICY_REFUSAL_CODES, refusal_details, stop_reason
 from ...anthropic.stop_sequences import cut_at_stop_sequence
 from ...anthropic.strict import NO_STRICT, StrictPlan, strict_arguments
 from ...anthropic.tools import client_tool_name, tool_input
-from ...anthropic.usage import estimate_tokens, usage_from_responses
+from ...anthropic.usage import estimate_tokens, set_service_tier, usage_from_responses
 from ...errors import NO_RESPONSE, BadGatewayError, failure_error, invalid_response
 from ...schemas.anthropic_out import (
     MessageResponse,
@@ -203,16 +203,22 @@ def from_responses(
         # None (an item type we do not request) and reasoning with thinking off: ignored.
 
     incomplete = resp.incomplete_details.reason if resp.incomplete_details else None
-    return MessageResponse(
+    reason = stop_reason(
+        incomplete_reason=incomplete, refusal=refusal, tool_use=tool_use, stop_sequence=matched
+    )
+    usage = final_usage(resp.usage, input_tokens=0, output_chars=chars, searches=searches)
+    set_service_tier(usage, resp.service_tier)
+    message = MessageResponse(
         id=message_id(),
         model=model,
         content=content,
-        stop_reason=stop_reason(
-            incomplete_reason=incomplete,
-            refusal=refusal,
-            tool_use=tool_use,
-            stop_sequence=matched,
-        ),
+        stop_reason=reason,
         stop_sequence=matched,
-        usage=final_usage(resp.usage, input_tokens=0, output_chars=chars, searches=searches),
+        usage=usage,
     )
+    if reason == "refusal":
+        error = resp.error if policy else None
+        message.stop_details = refusal_details(
+            error.code if error else None, error.message if error else None
+        )
+    return message
