@@ -13,17 +13,15 @@ import msgspec
 import orjson
 from aiohttp import web
 
-from .anthropic.compaction import pause_at_compaction, pauses, replay
 from .anthropic.context_edits import apply_edits, edit_plan, rough_count
 from .anthropic.frames import message_frames
 from .anthropic.ids import message_id
+from .anthropic.plan import AnswerPlan, prepare
 from .anthropic.prewarm import prewarm_answer
 from .anthropic.request import session_id_from
-from .anthropic.server_tools import blocked_domains, hosted_tools, unhosted_answer
+from .anthropic.server_tools import hosted_tools, unhosted_answer
 from .anthropic.signatures import Signer
-from .anthropic.strict import strict_plan
-from .anthropic.tools import check_tools, tool_name_map
-from .anthropic.usage import echo_speed
+from .anthropic.tools import check_tools
 from .context import CTX_KEY, RequestContext
 from .dialects import DIALECTS, Dialect
 from .encoding import encode_json
@@ -60,11 +58,6 @@ def translate_request(
         raise InvalidRequestError("request JSON is nested too deeply") from None
 
 
-def _thinking_requested(req: MessagesRequest, route: Route) -> bool:
-    t = req.thinking
-    return route.reasoning and t is not None and t.type in ("enabled", "adaptive")
-
-
 async def messages(request: web.Request) -> web.StreamResponse:
     """``POST /v1/messages`` (and ``/v1/messages/stream``, which always streams)."""
     app = request.app
@@ -72,12 +65,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     raw = await receive(request, ctx)
     req: MessagesRequest = decode_request(raw)
     check_tools(req.tools)
-    edits = edit_plan(req)
-    managed: dict[str, Any] | None = None
-    if edits is not None:
-        req, applied = apply_edits(req, edits, rough_count)
-        managed = {"applied_edits": applied}
-    model = ctx.model = req.model
+    edit_plan(req)  # the API's 400s for malformed edits come before routing
+    ctx.model = req.model
     route = app[ROUTER].resolve(req.model)
     ctx.route = route.name
     stream = req.stream or request.path.endswith("/stream")
@@ -86,24 +75,20 @@ async def messages(request: web.Request) -> web.StreamResponse:
     guard = app[SAFEGUARDS].case(req, route) if req.safeguards else None
     dialect = DIALECTS[route.dialect]
     signer: Signer = app[SIGNER]
-    if b'"compaction"' in raw:  # history before the last compaction block is dropped
-        req = replay(req, signer, native=route.compaction)
-    long_cache = b'"1h"' in raw and _LONG_TTL.search(raw) is not None
+    req, plan = prepare(raw, req, route, signer)
     del raw
     if req.max_tokens == 0:
         # a cache pre-warm: nothing is generated; the answer carries the input count
         n = await _count_input(request, req, route, ctx)
-        return _answer_without_upstream(prewarm_answer(req, n), stream, ctx, managed)
+        return _answer_without_upstream(prewarm_answer(req, n), stream, ctx, plan)
     if not route.hosted_tools and hosted_tools(req):
         # Server tools this route cannot host: they report themselves unavailable (a 400 when
         # the request offers tools of its own too), never an answer made up without them.
         answer = unhosted_answer(req, route.name, signer)
-        return _answer_without_upstream(answer, stream, ctx, managed)
-    blocked = blocked_domains(req)
-    if blocked:  # OpenAI has no such filter: the gateway removes them from the answer
-        log_event("search_blocked_domains", count=len(blocked))
+        return _answer_without_upstream(answer, stream, ctx, plan)
+    if plan.blocked_domains:  # OpenAI has no such filter: the gateway removes them
+        log_event("search_blocked_domains", count=len(plan.blocked_domains))
     session = session_id_from(req, request.headers.get("X-Claude-Code-Session-Id"))
-    strict = strict_plan(req)
     payload = translate_request(
         dialect,
         req,
@@ -111,14 +96,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
         signer,
         stream=stream,
         session_id=session,
-        strict=strict,
-        long_cache=long_cache,
+        strict=plan.strict,
+        long_cache=plan.long_cache,
     )
-    fast = req.speed == "fast"
-    names = tool_name_map(req)
-    thinking = _thinking_requested(req, route)
-    pause = edits is not None and pauses(req)
-    stop_sequences = req.stop_sequences
     upstream = app[UPSTREAM]
     settings = app[SETTINGS]
     total = settings.timeouts.total
@@ -144,22 +124,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
         raise GatewayTimeoutError(f"request exceeded the gateway's {total:g}s cap") from None
     ctx.upstream_ms = round((time.perf_counter() - waited) * 1000.0, 3)
     if data is not None:
-        message = dialect.from_upstream(
-            data,
-            model=model,
-            signer=signer,
-            thinking=thinking,
-            stop_sequences=stop_sequences,
-            tool_names=names,
-            blocked_domains=blocked,
-            strict=strict,
-        )
-        if fast:
-            echo_speed(message.usage)
-        if managed is not None:
-            message.context_management = managed
-            if pause:
-                pause_at_compaction(message)
+        message = dialect.from_upstream(data, signer=signer, **plan.translator_args())
+        plan.finish(message)
         if guard is not None:
             message.safeguard_results = await app[SAFEGUARDS].for_message(guard, message, ctx)
         ctx.finish(message.usage, message.stop_reason)
@@ -167,20 +133,12 @@ async def messages(request: web.Request) -> web.StreamResponse:
         out.headers[OVERHEAD_HEADER] = _overhead(ctx)
         return out
     translator = dialect.stream_translator(
-        model=model,
         signer=signer,
-        thinking=thinking,
         request_id=ctx.request_id,
-        stop_sequences=stop_sequences,
-        tool_names=names,
         message_id=message_id(),
-        blocked_domains=blocked,
-        strict=strict,
+        **plan.translator_args(),
     )
-    translator.fast_requested = fast
-    if managed is not None:
-        translator.delta_extra = {"context_management": managed}
-        translator.pause_after_compaction = pause
+    plan.configure(translator)
     return await relay(
         request,
         resp,
@@ -198,14 +156,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
 
 def _answer_without_upstream(
-    message: MessageResponse,
-    stream: bool,
-    ctx: RequestContext,
-    managed: dict[str, Any] | None = None,
+    message: MessageResponse, stream: bool, ctx: RequestContext, plan: AnswerPlan
 ) -> web.Response:
     """An answer the gateway makes itself, as JSON or as the stream a client expects."""
-    if managed is not None:
-        message.context_management = managed
+    plan.finish(message)
     ctx.finish(message.usage, message.stop_reason)
     if not stream:
         return web.Response(body=RESPONSE_ENCODER.encode(message), content_type="application/json")
@@ -264,8 +218,7 @@ async def _count_input(
 
 
 MIN_COUNT_TOKENS: Final = 16
-#: a ``cache_control`` asking for the one-hour cache, anywhere in the body
-_LONG_TTL: Final = re.compile(rb'"ttl"\s*:\s*"1h"')
+
 _OK: Final = orjson.dumps({"status": "ok"})
 OVERHEAD_HEADER: Final = "x-gateway-overhead-ms"
 

@@ -606,8 +606,14 @@ MESSAGE_CASES = [
         id="assistant-image-dropped",
     ),
     pytest.param(
-        [user({"type": "document", "source": _PDF, "title": "Q3 report"}, text("sum up"))],
-        [U([pdf("Q3 report.pdf"), tx("sum up")])],
+        [
+            user(
+                {"type": "document", "source": _PDF, "title": "Q3 report", "context": "finance"},
+                text("sum up"),
+            )
+        ],
+        # title and context beside the file, as text (issue 15 item 7)
+        [U([tx("Q3 report\nfinance"), pdf("Q3 report.pdf"), tx("sum up")])],
         id="pdf-file-part",
     ),
     pytest.param(
@@ -836,7 +842,7 @@ MESSAGE_CASES = [
             A("", fn("t1"), fn("t2"), fn("t3")),
             T("t1", "[tool error]"),
             T("t2", "plain"),
-            T("t3", "(attachments in the next message)"),
+            T("t3", "r"),  # the PDF's title, as text beside it (issue 15)
             U(
                 [
                     tx("[attachments of tool call t1]"),

@@ -513,8 +513,9 @@ INPUT_CASES = [
     ),
     # documents (§9.4)
     pytest.param(
-        [user({"type": "document", "source": _PDF, "title": "Q3 report"})],
-        [um(pdf_part("Q3 report.pdf"))],
+        [user({"type": "document", "source": _PDF, "title": "Q3 report", "context": "Q3"})],
+        # title and context beside the file, as text (issue 15 item 7)
+        [um(in_text("Q3 report\nQ3"), pdf_part("Q3 report.pdf"))],
         id="pdf-base64-title",
     ),
     pytest.param(
@@ -524,7 +525,7 @@ INPUT_CASES = [
     ),
     pytest.param(
         [user({"type": "document", "source": _PDF, "title": "Scan.PDF"})],
-        [um(pdf_part("Scan.PDF"))],
+        [um(in_text("Scan.PDF"), pdf_part("Scan.PDF"))],
         id="pdf-title-already-pdf",
     ),
     pytest.param(

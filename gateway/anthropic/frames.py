@@ -11,7 +11,7 @@ from typing import Any, Final
 import msgspec
 import orjson
 
-from ..schemas.anthropic_out import MessageResponse, StopReason, Usage
+from ..schemas.anthropic_out import MessageResponse, OutText, StopReason, Usage
 from ..sse import encode_event
 
 __all__ = [
@@ -120,10 +120,10 @@ def message_frames(message: MessageResponse) -> list[bytes]:
         doc = msgspec.to_builtins(block)
         kind = doc["type"]
         prefix = DELTA_HEAD + str(index).encode()
-        if kind == "text":
-            out.append(block_start_frame(index, {"type": "text", "text": ""}))
-            out.append(prefix + DELTA_KIND[0] + orjson.dumps(doc["text"]) + DELTA_END)
-        elif kind in ("tool_use", "server_tool_use"):
+        if isinstance(block, OutText):
+            out += text_block_frames(index, block)
+            continue
+        if kind in ("tool_use", "server_tool_use"):
             out.append(block_start_frame(index, {**doc, "input": {}}))
             partial = orjson.dumps(doc["input"]).decode()
             out.append(prefix + DELTA_KIND[1] + orjson.dumps(partial) + DELTA_END)
@@ -141,6 +141,32 @@ def message_frames(message: MessageResponse) -> list[bytes]:
             )
         )
     out.append(MESSAGE_STOP_FRAME)
+    return out
+
+
+def text_block_frames(index: int, block: OutText) -> list[bytes]:
+    """A whole text block as it streams: with citations, ``citations: []`` in the start and
+    one ``citations_delta`` each before the text (the order Anthropic sends)."""
+    cited = block.citations if block.citations is not msgspec.UNSET else None
+    start: dict[str, Any] = {"type": "text", "text": ""}
+    if cited:
+        start["citations"] = []
+    out = [block_start_frame(index, start)]
+    for citation in cited or ():
+        out.append(
+            encode_event(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "citations_delta", "citation": citation},
+                },
+            )
+        )
+    out.append(
+        DELTA_HEAD + str(index).encode() + DELTA_KIND[0] + orjson.dumps(block.text) + DELTA_END
+    )
+    out.append(block_stop_frame(index))
     return out
 
 

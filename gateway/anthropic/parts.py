@@ -91,9 +91,12 @@ def document_parts(block: DocumentBlock, path: str, parts: PartMaker) -> list[di
         name = block.title or "document"
         if not name.lower().endswith(".pdf"):
             name += ".pdf"
-        return [parts.pdf(name, f"data:application/pdf;base64,{src.data}")]
+        # the title and context go beside the file as text (issue 15 item 7)
+        lead = [parts.text("\n".join(header))] if header else []
+        return [*lead, parts.pdf(name, f"data:application/pdf;base64,{src.data}")]
     if isinstance(src, URLSource):
-        return [parts.pdf_url(src.url, path)]
+        lead = [parts.text("\n".join(header))] if header else []
+        return [*lead, parts.pdf_url(src.url, path)]
     if isinstance(src, TextSource):
         return [parts.text("\n".join([*header, src.data]))]
     if isinstance(src, ContentSource):

@@ -23,13 +23,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Final, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import orjson
 
 from ..errors import GatewayError, error_body
 from ..schemas.anthropic_out import StopReason, Usage
 from ..sse import SSEEvent, encode_frame
+from .citations import CitationPlan
 from .frames import (
     DELTA_END,
     DELTA_HEAD,
@@ -40,11 +41,26 @@ from .frames import (
     block_stop_frame,
     message_delta_frame,
     message_start_frame,
+    text_block_frames,
 )
 from .ids import message_id as new_message_id
 from .ids import tool_use_id_from_upstream
 from .signatures import Signer
 from .stop import refusal_details
+from .stream_parts import (
+    ARGS_FIRST,
+    ARGS_LIVE,
+    ARGS_WHOLE,
+    DONE,
+    IDLE,
+    OPEN,
+    SERVER,
+    TEXT,
+    THINK,
+    TOOL,
+    WAITING,
+    Part,
+)
 from .strict import NO_STRICT, StrictPlan
 from .tools import client_tool_name
 from .usage import echo_speed, estimate_tokens
@@ -64,44 +80,6 @@ __all__ = [
     "BaseStreamTranslator",
     "Part",
 ]
-
-# Part kinds: the Anthropic block a part maps to. Values index DELTA_KIND.
-TEXT: Final = 0
-TOOL: Final = 1
-THINK: Final = 2
-#: a hosted-tool call (web search, code execution, MCP): whole blocks, emitted when finished
-SERVER: Final = 3
-
-# Part states.
-IDLE: Final = 0  # no block open: nothing to show yet, or its block gave way
-OPEN: Final = 1  # owns the one open block
-WAITING: Final = 2  # has content but another block is open; in the waiting queue
-DONE: Final = 3  # finished and fully emitted (or dropped)
-
-# Tool argument modes.
-ARGS_FIRST: Final = 0  # nothing but whitespace seen yet
-ARGS_LIVE: Final = 1  # began with "{": fragments are forwarded as they come
-ARGS_WHOLE: Final = 2  # began with something else: buffered, sent normalised at the end
-
-
-class Part:
-    """One unit of upstream content and the state of the Anthropic block it maps to."""
-
-    __slots__ = ("args_mode", "block", "call_id", "kind", "name", "pending", "prefix", "state")
-
-    def __init__(self, kind: int) -> None:
-        self.kind = kind
-        self.state = IDLE
-        self.block = -1
-        #: DELTA_HEAD + index + delta kind, once the block is open
-        self.prefix = b""
-        #: fragments waiting for this part's turn
-        self.pending: list[str] = []
-        # tool_use
-        self.call_id: str | None = None
-        self.name: str | None = None
-        self.args_mode = ARGS_FIRST
-
 
 P = TypeVar("P", bound=Part)
 
@@ -148,6 +126,7 @@ class BaseStreamTranslator(ABC, Generic[P]):
         input_tokens: int = 0,
         blocked_domains: Sequence[str] = (),
         strict: StrictPlan = NO_STRICT,
+        citations: CitationPlan | None = None,
     ) -> None:
         self.model = model
         self.request_id = request_id
@@ -161,6 +140,8 @@ class BaseStreamTranslator(ABC, Generic[P]):
         self._blocked = tuple(blocked_domains)
         #: strict schemas whose answers are restored (text held, arguments buffered)
         self._strict = strict
+        #: citable sources: the answer's text is held and sent as cited blocks (issue 15)
+        self._citations = citations
 
         #: top-level fields for the final message_delta (``context_management``), set by the
         #: handler
@@ -291,6 +272,14 @@ class BaseStreamTranslator(ABC, Generic[P]):
         """One delta into ``part``'s open block."""
         self._out_chars += len(fragment)
         out.append(part.prefix + orjson.dumps(fragment) + DELTA_END)
+
+    def _emit_cited(self, text: str, out: list[bytes]) -> None:
+        """Held answer text as whole blocks, quoted sources cited (:mod:`.citations`); the
+        caller made sure no block is open."""
+        assert self._citations is not None
+        for block in self._citations.segments(text):
+            self._out_chars += len(block.text)
+            out += text_block_frames(self._take_index(), block)
 
     def _take_index(self) -> int:
         """The next Anthropic block index (our own counter, §10 item 2)."""

@@ -54,12 +54,15 @@ class DocumentBlock(_Tagged, tag="document"):
     source: Base64Source | URLSource | TextSource | ContentSource | FileSource
     title: str | None = None
     context: str | None = None
+    #: ``{"enabled": true}``: the answer cites it (issue 15 item 7)
+    citations: dict[str, Any] | None = None
 
 
 class SearchResultBlock(_Tagged, tag="search_result"):
     source: str = ""
     title: str = ""
     content: list[TextBlock] = []
+    citations: dict[str, Any] | None = None
 
 
 class ToolReferenceBlock(_Tagged, tag="tool_reference"):

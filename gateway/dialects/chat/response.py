@@ -32,6 +32,7 @@ from typing import Any
 
 import msgspec
 
+from ...anthropic.citations import CitationPlan
 from ...anthropic.ids import message_id, tool_use_id_from_upstream
 from ...anthropic.signatures import Signer
 from ...anthropic.stop import refusal_details, stop_reason
@@ -178,6 +179,7 @@ def from_chat(
     tool_names: Mapping[str, str] | None = None,
     blocked_domains: Sequence[str] = (),
     strict: StrictPlan = NO_STRICT,
+    citations: CitationPlan | None = None,
 ) -> MessageResponse:
     """Translate the upstream's non-streaming ``chat.completion`` body into a Message.
     (``blocked_domains`` is for hosted search, which Chat upstreams never run.) Strict
@@ -219,7 +221,10 @@ def from_chat(
     if stop_sequences:
         text, matched = cut_at_stop_sequence(text, stop_sequences)
     if text and not text.isspace():
-        content.append(OutText(text=text))
+        if citations is not None:
+            content += citations.segments(text)  # quoted sources cited (issue 15)
+        else:
+            content.append(OutText(text=text))
         chars += len(text)
     tool_use = False
     if matched is None:

@@ -29,7 +29,7 @@ from typing import Any, Final
 
 import orjson
 
-from ...anthropic.stop_sequences import StopSequenceScanner
+from ...anthropic.stop_sequences import StopSequenceScanner, cut_at_stop_sequence
 from ...anthropic.stream import (
     ARGS_FIRST,
     ARGS_LIVE,
@@ -82,7 +82,9 @@ class ChatSegments(BaseStreamTranslator[Seg]):
     def _init_state(self) -> None:
         self._scanner = StopSequenceScanner(self._stop_sequences) if self._stop_sequences else None
         #: a strict answer's text, held until the finish and restored whole
-        self._hold: list[str] | None = [] if self._strict.text() is not None else None
+        self._hold: list[str] | None = (
+            [] if self._strict.text() is not None or self._citations is not None else None
+        )
         # Hot path: the open block is the text run and no scanner is active.
         self._fast = False
         # Hot path: the open call (streaming live) and its upstream index.
@@ -109,9 +111,25 @@ class ChatSegments(BaseStreamTranslator[Seg]):
     def _release_hold(self, out: list[bytes]) -> None:
         """A strict answer's held text, restored, as visible text (stop sequences apply)."""
         held, self._hold = self._hold, None
+        if not held:
+            return
+        text = "".join(held)
+        if self._citations is not None:
+            # quoted sources cited (issue 15): whole blocks, stop sequences applied first
+            match = None
+            if self._stop_sequences:
+                text, match = cut_at_stop_sequence(text, self._stop_sequences)
+            current = self._open
+            if current is not None:
+                self._close_block(current, out)
+            self._emit_cited(text, out)
+            if match is not None:
+                self._flush_all(out)
+                self._stop_on_sequence(match, out)
+            return
         restorer = self._strict.text()
-        if held and restorer is not None:
-            self._visible(restorer.restore_text("".join(held)), out)
+        if restorer is not None:
+            self._visible(restorer.restore_text(text), out)
 
     def _flush_all(self, out: list[bytes]) -> None:
         """The answer is complete (finish_reason, or a stop sequence matched): emit every

@@ -14,6 +14,7 @@ from typing import Final
 import msgspec
 
 from ...anthropic.stop import stop_reason
+from ...anthropic.stop_sequences import cut_at_stop_sequence
 from ...anthropic.stream import (
     ARGS_FIRST,
     ARGS_LIVE,
@@ -127,6 +128,24 @@ class ResponsesContent(ResponsesItems):
             it.finished = True
             self._settle(it, out)
 
+    def _cited(self, it: Item, text: str, out: list[bytes]) -> None:
+        """A finished message whose sources are citable: its blocks, whole (issue 15)."""
+        match = None
+        if self._stop_sequences:
+            text, match = cut_at_stop_sequence(text, self._stop_sequences)
+        it.finished = True
+        if not self._claim(it, out):  # a tool call still open: wait as plain text
+            assert self._citations is not None
+            it.pending.append("".join(b.text for b in self._citations.segments(text)))
+            self._wait(it)
+            return
+        self._emit_cited(text, out)
+        it.state = DONE
+        if match is not None:
+            self._stop_on_sequence(match, out)
+        else:
+            self._drain(out)
+
     def _args(self, it: Item, fragment: str, out: list[bytes]) -> None:
         """A function_call_arguments fragment (protocol.md §10 item 5)."""
         it.saw_delta = True
@@ -179,9 +198,13 @@ class ResponsesContent(ResponsesItems):
                     if it.finished or self.done:
                         return
             restorer = self._strict.text()
-            if it.hold is not None and restorer is not None:
+            if it.hold is not None:
                 held, it.hold = it.hold, None
-                self._text(it, restorer.restore_text("".join(held)), out)
+                if self._citations is not None:
+                    self._cited(it, "".join(held), out)
+                    return
+                if restorer is not None:
+                    self._text(it, restorer.restore_text("".join(held)), out)
                 if it.finished or self.done:
                     return
             if it.scanner is not None and it.match is None:

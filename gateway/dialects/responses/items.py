@@ -131,7 +131,7 @@ class ResponsesItems(BaseStreamTranslator[Item]):
         if kind == TEXT:
             if self._stop_sequences:
                 it.scanner = StopSequenceScanner(self._stop_sequences)
-            if self._strict.text() is not None:
+            if self._strict.text() is not None or self._citations is not None:
                 it.hold = []
         self._items.append(it)
         if output_index >= 0:

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
+from ...anthropic.citations import CitationPlan
 from ...anthropic.ids import message_id, tool_use_id_from_upstream
 from ...anthropic.signatures import Signer
 from ...anthropic.stop import POLICY_REFUSAL_CODES, refusal_details, stop_reason
@@ -48,7 +49,8 @@ from ...schemas.openai_responses import (
     ResponseUsage,
     decode_item,
 )
-from .hosted import HOSTED_ITEMS, citations, hosted_blocks, is_search
+from .hosted import HOSTED_ITEMS, hosted_blocks, is_search
+from .hosted import citations as url_citations
 
 __all__ = ["final_usage", "from_responses", "message_text", "reasoning_block", "reasoning_text"]
 
@@ -122,6 +124,7 @@ def from_responses(
     tool_names: Mapping[str, str] | None = None,
     blocked_domains: Sequence[str] = (),
     strict: StrictPlan = NO_STRICT,
+    citations: CitationPlan | None = None,
 ) -> MessageResponse:
     """Translate the upstream's non-streaming JSON body into an Anthropic Message.
 
@@ -171,9 +174,12 @@ def from_responses(
                 text = restorer.restore_text(text)
             if stop_sequences:
                 text, matched = cut_at_stop_sequence(text, stop_sequences)
-            if text:
+            if text and citations is not None:
+                content += citations.segments(text)  # quoted sources cited (issue 15)
+                chars += len(text)
+            elif text:
                 cited = (
-                    citations(item, signer, blocked_domains)
+                    url_citations(item, signer, blocked_domains)
                     if matched is None and restorer is None
                     else []
                 )
