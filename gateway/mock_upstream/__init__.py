@@ -1,4 +1,5 @@
-"""Built-in OpenAI-compatible fake upstream: Responses and Chat Completions, stream and not.
+"""Built-in OpenAI-compatible fake upstream: Responses and Chat Completions, stream and not,
+plus the Files and Batch APIs.
 
 A real aiohttp server with three users:
 
@@ -14,8 +15,9 @@ Without a queued script the answer is derived from the request: ``defaults.py`` 
 
 Modules: ``scripts`` (the script types), ``defaults`` (the unscripted answer), ``errors``
 (OpenAI's error texts and envelope), ``render_common``, ``render_responses`` and
-``render_chat`` (bodies and event streams), ``shaping`` (byte-level faults), ``server``
-(``MockUpstream``, ``start_mock`` and the command line; ``__main__`` runs it).
+``render_chat`` (bodies and event streams), ``answer`` (a non-streaming answer's status and
+body), ``shaping`` (byte-level faults), ``files_api`` and ``batches`` (the Files and Batch APIs),
+``server`` (``MockUpstream``, ``start_mock`` and the command line; ``__main__`` runs it).
 
 This package stands alone (aiohttp, orjson, stdlib): it must not import other gateway modules.
 Importing it has no side effects.
@@ -24,8 +26,11 @@ Importing it has no side effects.
 from __future__ import annotations
 
 # Besides __all__, the names tests and annotations use are re-exported ("X as X").
+from .answer import plain_answer
+from .batches import BatchLine, MockBatch
 from .defaults import default_script
 from .errors import error_envelope as error_envelope
+from .files_api import FilesApi, MockFile
 from .scripts import Api as Api
 from .scripts import (
     Citation,
@@ -47,11 +52,15 @@ from .shaping import shape_writes as shape_writes
 
 __all__ = [
     "MOCK_KEY",
+    "BatchLine",
     "Citation",
     "CodeRun",
     "Compaction",
+    "FilesApi",
     "FunctionCall",
     "McpCall",
+    "MockBatch",
+    "MockFile",
     "MockUpstream",
     "Reasoning",
     "RecordedRequest",
@@ -62,5 +71,6 @@ __all__ = [
     "create_mock_app",
     "default_script",
     "main",
+    "plain_answer",
     "start_mock",
 ]

@@ -81,3 +81,10 @@ def error_envelope(status: int, script: Script | None = None, model: str = "") -
         etype = script.error_type or etype
         code = script.error_code or code
     return {"error": {"message": message, "type": etype, "param": None, "code": code}}
+
+
+def invalid_request(message: str, param: str | None = None, code: str | None = None) -> JSON:
+    """The ``invalid_request_error`` envelope with ``message`` and ``param``."""
+    return {
+        "error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    }

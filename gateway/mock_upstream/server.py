@@ -13,13 +13,16 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from .answer import plain_answer
+from .batches import MockBatch
 from .classifier import is_classifier_request, verdict_script
 from .defaults import default_script, offers_search
-from .errors import BAD_JSON_MESSAGE, error_envelope
-from .render_chat import encode_chat_sse, render_chat_json
+from .errors import BAD_JSON_MESSAGE, invalid_request
+from .files_api import FilesApi, MockFile, Outcome
+from .render_chat import encode_chat_sse
 from .render_common import Turn
-from .render_responses import encode_responses_sse, render_responses_json, responses_events
-from .scripts import JSON_CONTENT_TYPE, SSE_CONTENT_TYPE, Api, RecordedRequest, Script
+from .render_responses import encode_responses_sse, responses_events
+from .scripts import JSON, JSON_CONTENT_TYPE, SSE_CONTENT_TYPE, Api, RecordedRequest, Script
 from .shaping import shape_writes, wait_for_disconnect
 
 # OpenAI answers unknown snapshots with a dated model name; model_echo=False imitates that.
@@ -56,6 +59,11 @@ class MockUpstream:
     N, for long benchmark runs). ``enqueue`` queues scripts FIFO; each answered
     ``/v1/responses`` or ``/v1/chat/completions`` request takes the next one (requests refused
     for auth or bad JSON take none), and with the queue empty ``default_script`` answers.
+
+    OpenAI's Files and Batch APIs (``files_api``): uploads live in ``files``, batches in
+    ``batches``; a batch answers its lines from the same queue (``answer_json``) as it is
+    created, or, with ``batch_auto_complete`` off, stays ``in_progress`` until
+    ``finish_batch``.
     """
 
     def __init__(
@@ -80,6 +88,10 @@ class MockUpstream:
         #: take from it instead (the default search when it is empty), so a client's own search
         #: sub-requests (Claude Code's WebSearch tool) leave its scripted turns in order
         self.search_queue: deque[Script] | None = None
+        #: the Files and Batch APIs' state (see ``files_api``)
+        self.files: dict[str, MockFile] = {}
+        self.batches: dict[str, MockBatch] = {}
+        self.batch_auto_complete = True
         self._open_streams = 0
         self._queue: deque[Script] = deque()
         self._counter = itertools.count(1)
@@ -93,6 +105,8 @@ class MockUpstream:
         self.app.router.add_post("/v1/chat/completions", self._chat)
         self.app.router.add_get("/v1/models", self._models)
         self.app.router.add_get("/healthz", self._health)
+        self._files_api = FilesApi(self)
+        self.app.router.add_routes(self._files_api.routes())
 
     def enqueue(self, *scripts: Script) -> None:
         """Queue answers for the next requests, first in first out."""
@@ -107,6 +121,20 @@ class MockUpstream:
         """Scripts still queued."""
         return len(self._queue)
 
+    def finish_batch(
+        self, batch_id: str, *, outcome: Outcome = "completed", done: int | None = None
+    ) -> MockBatch:
+        """End an ``in_progress`` batch: ``completed`` answers every line; ``expired`` answers
+        the first ``done`` (default 0) and fails the rest with ``batch_expired``."""
+        return self._files_api.finish(batch_id, outcome=outcome, done=done)
+
+    def answer_json(self, api: Api, body: JSON) -> tuple[int, bytes]:
+        """Status and body the mock answers ``body`` with as a non-streaming ``api`` request:
+        the next script, exactly as for a live request (shaping and delays aside)."""
+        body = {key: value for key, value in body.items() if key != "stream"}
+        script = self._pick_script(api, body)
+        return plain_answer(self._turn(api, body, len(orjson.dumps(body))), script)
+
     # -- plumbing --------------------------------------------------------------------------
 
     async def _receive(self, request: web.Request) -> tuple[bytes, Any]:
@@ -115,12 +143,15 @@ class MockUpstream:
             body: Any = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             body = None
+        self._record(request, body)
+        return raw, body
+
+    def _record(self, request: web.Request, body: Any) -> None:
         self.requests.append(
             RecordedRequest(request.method, request.path, dict(request.headers), body)
         )
         if self.max_recorded is not None and len(self.requests) > self.max_recorded:
             del self.requests[: len(self.requests) - self.max_recorded]
-        return raw, body
 
     def _json(
         self, status: int, body: bytes, headers: dict[str, str] | None = None
@@ -195,15 +226,26 @@ class MockUpstream:
         return await self._answer(request, "chat")
 
     def _bad_json(self) -> web.Response:
-        err = {
-            "error": {
-                "message": BAD_JSON_MESSAGE,
-                "type": "invalid_request_error",
-                "param": None,
-                "code": None,
-            }
-        }
+        err = invalid_request(BAD_JSON_MESSAGE)
         return self._json(400, orjson.dumps(err, option=orjson.OPT_INDENT_2))
+
+    def _pick_script(self, api: Api, body: JSON) -> Script:
+        if is_classifier_request(api, body):
+            if self.classifier_queue:
+                return self.classifier_queue.popleft()
+            return verdict_script(api, body, self.verdicts)
+        if self.search_queue is not None and offers_search(api, body):
+            queue = self.search_queue
+            return queue.popleft() if queue else default_script(api, body)
+        return self._queue.popleft() if self._queue else default_script(api, body)
+
+    def _turn(self, api: Api, body: JSON, raw_len: int, stream: bool = False) -> Turn:
+        model = body.get("model") if isinstance(body.get("model"), str) else "mock-model"
+        assert isinstance(model, str)
+        if not self.model_echo:
+            model += SNAPSHOT_SUFFIX
+        key = f"mock{next(self._counter):08d}"
+        return Turn(api, body, raw_len, model, key, int(time.time()), stream)
 
     async def _answer(self, request: web.Request, api: Api) -> web.StreamResponse:
         raw, body = await self._receive(request)
@@ -211,60 +253,21 @@ class MockUpstream:
             return refused
         if not isinstance(body, dict):
             return self._bad_json()
-        if is_classifier_request(api, body):
-            script = (
-                self.classifier_queue.popleft()
-                if self.classifier_queue
-                else verdict_script(api, body, self.verdicts)
-            )
-        elif self.search_queue is not None and offers_search(api, body):
-            queue = self.search_queue
-            script = queue.popleft() if queue else default_script(api, body)
-        else:
-            script = self._queue.popleft() if self._queue else default_script(api, body)
-        model = body.get("model") if isinstance(body.get("model"), str) else "mock-model"
-        assert isinstance(model, str)
-        if not self.model_echo:
-            model += SNAPSHOT_SUFFIX
-        n = next(self._counter)
-        turn = Turn(
-            api=api,
-            body=body,
-            raw_len=len(raw),
-            model=model,
-            key=f"mock{n:08d}",
-            created=int(time.time()),
-            stream=body.get("stream") is True,
-        )
-        headers = {"x-request-id": f"req_mock{n:08d}", **script.headers}
-
-        if (
-            script.status != 200
-            or (not turn.stream and script.end == "error_event")
-            or (api == "chat" and not turn.stream and script.end == "failed")
-        ):
-            status = script.status if script.status != 200 else 500
+        script = self._pick_script(api, body)
+        turn = self._turn(api, body, len(raw), stream=body.get("stream") is True)
+        headers = {"x-request-id": "req_" + turn.key, **script.headers}
+        if turn.stream and script.status == 200:
             if script.raw_body is not None:
-                payload = script.raw_body
-            else:
-                err = script.error_body or error_envelope(status, script, model)
-                payload = orjson.dumps(err, option=orjson.OPT_INDENT_2)
-            _default_content_type(headers, script.content_type or JSON_CONTENT_TYPE)
-            return await self._send(request, script, status, headers, [payload], stream=False)
-
-        if script.raw_body is not None:
-            frames = [script.raw_body]
-        elif turn.stream:
-            if api == "responses":
+                frames = [script.raw_body]
+            elif api == "responses":
                 frames = encode_responses_sse(responses_events(turn, script))
             else:
                 frames = encode_chat_sse(turn, script)
-        else:
-            renderer = render_responses_json if api == "responses" else render_chat_json
-            frames = [renderer(turn, script)]
-        default_type = SSE_CONTENT_TYPE if turn.stream else JSON_CONTENT_TYPE
-        _default_content_type(headers, script.content_type or default_type)
-        return await self._send(request, script, 200, headers, frames, stream=turn.stream)
+            _default_content_type(headers, script.content_type or SSE_CONTENT_TYPE)
+            return await self._send(request, script, 200, headers, frames, stream=True)
+        status, payload = plain_answer(turn, script)
+        _default_content_type(headers, script.content_type or JSON_CONTENT_TYPE)
+        return await self._send(request, script, status, headers, [payload], stream=False)
 
     async def _send(
         self,
