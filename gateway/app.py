@@ -19,7 +19,9 @@ from aiohttp import web
 
 from .admission import InFlight
 from .anthropic.signatures import Signer
+from .batches import add_batch_routes
 from .count_tokens import TokenCounter
+from .files import add_file_routes
 from .handlers import add_routes
 from .keys import (
     COUNTER,
@@ -145,6 +147,8 @@ def create_app(
     app[SIGNER] = Signer(signing_key or signing_keys(env).keys)
     safeguard_prompt = load_prompt(settings)
     add_routes(app)
+    add_file_routes(app)
+    add_batch_routes(app)
 
     async def mock_ctx(app: web.Application) -> AsyncIterator[None]:
         from .mock_upstream import start_mock

@@ -174,5 +174,13 @@ def _check(settings: Settings) -> None:
                 f"bad setting routes[{i}].upstream = {route.upstream!r}: no such upstream "
                 f"(defined: {', '.join(sorted(settings.upstreams)) or 'none'})"
             )
+    if settings.files.upstream == "default" and "default" not in settings.upstreams:
+        # left at its default: the first upstream defined holds files and batches
+        settings.files.upstream = next(iter(settings.upstreams), "default")
+    if settings.files.upstream not in settings.upstreams and settings.upstreams:
+        raise SettingsError(
+            f"bad setting files.upstream = {settings.files.upstream!r}: no such upstream "
+            f"(defined: {', '.join(sorted(settings.upstreams)) or 'none'})"
+        )
     if not settings.routes and "default" not in settings.upstreams:
         raise SettingsError("bad setting upstreams: the default routes need upstreams.default")

@@ -103,11 +103,18 @@ async def _read_all(content: StreamReader, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def receive(request: web.Request, ctx: RequestContext) -> bytes:
+async def receive(
+    request: web.Request,
+    ctx: RequestContext,
+    *,
+    limit: int | None = None,
+    max_values: int | None = None,
+) -> bytes:
     """The whole request body within ``timeouts.client_body``, then an in-flight slot.
 
     413 beyond ``max_body_bytes``, 408 when the body takes too long to arrive, 400 when it
-    holds more JSON values than ``max_json_values``; only then is a slot taken (529 when none is
+    holds more JSON values than ``max_json_values`` (``limit`` and ``max_values`` replace the two
+    for endpoints with their own, the batch API's); only then is a slot taken (529 when none is
     free), so bodies still arriving never hold one (issue 10 item 3). Unlike
     ``request.read()`` this keeps no copy on the request object, so the handler can let go of
     a large body once it is decoded.
@@ -118,7 +125,8 @@ async def receive(request: web.Request, ctx: RequestContext) -> bytes:
     if life.stopping:
         ctx.outcome = "shutdown"
         raise life.shutting_down()
-    limit = settings.server.max_body_bytes
+    if limit is None:
+        limit = settings.server.max_body_bytes
     length = request.content_length
     if length is not None and length > limit:
         raise RequestTooLargeError(f"request body of {length} bytes exceeds {limit} bytes")
@@ -139,6 +147,6 @@ async def receive(request: web.Request, ctx: RequestContext) -> bytes:
                 ctx.outcome = "shutdown"
                 raise life.shutting_down() from None
             raise RequestTimeoutError(f"request body not received within {wait:g}s") from None
-    check_json_values(body, settings.server.max_json_values)
+    check_json_values(body, max_values or settings.server.max_json_values)
     app[IN_FLIGHT].admit(ctx)
     return body

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .errors import NotFoundError
-from .settings import Route, Settings, glob_match, resolve_routes
+from .settings import Route, Settings, glob_match, resolve_routes, upstream_routes
 
 _CACHE_LIMIT = 4096
 #: Longer model names are resolved every time rather than cached (issue 10 item 6): 4096
@@ -18,6 +18,8 @@ class Router:
 
     def __init__(self, settings: Settings, env: Mapping[str, str] | None = None) -> None:
         self.routes: list[Route] = resolve_routes(settings, env)
+        #: one per upstream, for the Files and Batch APIs (not routed by model)
+        self.upstreams: dict[str, Route] = upstream_routes(settings, env)
         self._cache: dict[str, Route] = {}
 
     def resolve(self, model: str) -> Route:

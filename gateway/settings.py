@@ -158,6 +158,20 @@ class SafeguardSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     max_context_chars: Annotated[int, Meta(ge=1000)] = 24_000
 
 
+class FilesSettings(Struct, kw_only=True, forbid_unknown_fields=True):
+    """The Files and Message Batches APIs (issue 15 item 8), kept on an OpenAI upstream."""
+
+    #: the ``[upstreams]`` key whose Files and Batch APIs hold them
+    upstream: str = "default"
+    #: the largest upload (Anthropic's limit: 500 MB)
+    max_file_bytes: Annotated[int, Meta(ge=1024)] = 500 * 1024 * 1024
+    #: the largest batch body (Anthropic's limit: 256 MB)
+    max_batch_bytes: Annotated[int, Meta(ge=1024)] = 256 * 1024 * 1024
+    #: the gateway's URL as clients reach it, for a batch's ``results_url``; "" = the
+    #: scheme and host the request came to
+    public_url: str = ""
+
+
 class ModelSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     big: Annotated[str, Meta(min_length=1)] = DEFAULT_BIG_MODEL
     small: Annotated[str, Meta(min_length=1)] = DEFAULT_SMALL_MODEL
@@ -173,6 +187,7 @@ class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
     retries: RetrySettings = msgspec.field(default_factory=RetrySettings)
     models: ModelSettings = msgspec.field(default_factory=ModelSettings)
     safeguards: SafeguardSettings = msgspec.field(default_factory=SafeguardSettings)
+    files: FilesSettings = msgspec.field(default_factory=FilesSettings)
     upstreams: dict[str, UpstreamSettings] = msgspec.field(
         default_factory=lambda: {"default": UpstreamSettings()}
     )
@@ -188,6 +203,8 @@ class Route(Struct, kw_only=True, frozen=True):
     name: str
     dialect: Literal["responses", "chat"]
     base_url: str
+    #: the ``[upstreams]`` key it reaches
+    upstream: str = ""
     api_key: Secret | None
     #: the variable the key came from ("" when the upstream needs none), for error messages
     key_env: str = ""
@@ -234,6 +251,7 @@ def resolve_routes(settings: Settings, env: Mapping[str, str] | None = None) -> 
         out.append(
             Route(
                 name=f"{rs.upstream}:{model}",
+                upstream=rs.upstream,
                 dialect=up.dialect,
                 base_url=up.base_url.rstrip("/"),
                 api_key=Secret(key) if key else None,
@@ -256,6 +274,25 @@ def resolve_routes(settings: Settings, env: Mapping[str, str] | None = None) -> 
                 hosted_tools=rs.hosted_tools and up.dialect == "responses",
                 compaction=rs.compaction and up.dialect == "responses",
             )
+        )
+    return out
+
+
+def upstream_routes(settings: Settings, env: Mapping[str, str] | None = None) -> dict[str, Route]:
+    """A Route per ``[upstreams]`` entry, for what is not routed by model (files, batches)."""
+    env = os.environ if env is None else env
+    out: dict[str, Route] = {}
+    for name, up in settings.upstreams.items():
+        key = env.get(up.api_key_env) if up.api_key_env else None
+        out[name] = Route(
+            name=name,
+            upstream=name,
+            dialect=up.dialect,
+            base_url=up.base_url.rstrip("/"),
+            api_key=Secret(key) if key else None,
+            key_env=up.api_key_env,
+            headers=dict(up.headers),
+            upstream_model="",
         )
     return out
 

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 from multidict import CIMultiDict
@@ -99,12 +99,37 @@ class UpstreamClient:
         The caller owns the response and must ``release()``/``close()`` it. Failures raise
         GatewayError (mapped by ``errors.from_upstream``); retryable ones are retried first.
         """
-        url = self._urls.get((route.name, path))
+        return await self.request(route, "POST", path, ctx, data=body)
+
+    async def request(
+        self,
+        route: Route,
+        method: str,
+        path: str,
+        ctx: RequestContext,
+        *,
+        data: Any = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+        retry: bool = True,
+    ) -> aiohttp.ClientResponse:
+        """:meth:`send` for any method (the Files and Batch APIs, issue 15): ``data`` is bytes
+        or an aiohttp payload (a multipart upload sets its own content type); ``retry=False``
+        for a body that can be sent only once (a streamed upload)."""
+        url = self._urls.get((route.name, path)) if params is None else None
         if url is None:
-            url = self._urls[(route.name, path)] = URL(route.base_url + path)
+            url = URL(route.base_url + path)
+            if params is not None:
+                url = url.with_query(params)
+            elif len(self._urls) < 4096:
+                self._urls[(route.name, path)] = url
         headers = self._route_headers(route).copy()
         headers[CORRELATION_HEADER] = ctx.cid
-        retry = self.retries
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        elif not isinstance(data, bytes):
+            del headers["Content-Type"]  # none, or the payload's own
+        policy = self.retries
         started = time.perf_counter()
         where = f"{url.host}:{url.port}"
         attempt = 0
@@ -117,8 +142,8 @@ class UpstreamClient:
                 async with asyncio.timeout(self.timeouts.headers):
                     # Never follow a redirect: it would re-post the prompt and the upstream's
                     # headers to whatever origin Location names (issue 10 item 4).
-                    resp = await self.session.post(
-                        url, data=body, headers=headers, allow_redirects=False
+                    resp = await self.session.request(
+                        method, url, data=data, headers=headers, allow_redirects=False
                     )
             except aiohttp.ConnectionTimeoutError:
                 # Nothing was sent: safe to retry.
@@ -149,14 +174,14 @@ class UpstreamClient:
                     raise _redirect_error(resp.status, url, resp.headers.get("Location"))
                 try:
                     async with asyncio.timeout(self.timeouts.headers):
-                        data = await resp.content.read(_MAX_ERROR_BODY)
+                        error_body = await resp.content.read(_MAX_ERROR_BODY)
                 except (TimeoutError, aiohttp.ClientError, OSError):
-                    data = b""
+                    error_body = b""
                 finally:
                     resp.release()
                 err = from_upstream(
                     resp.status,
-                    data,
+                    error_body,
                     resp.headers,
                     secrets=self.secrets(route),
                     upstream=where,
@@ -167,8 +192,8 @@ class UpstreamClient:
                     raise err
             delay = (
                 None
-                if attempt >= retry.max_attempts
-                else _retry_delay(attempt, delay_headers, retry)
+                if attempt >= policy.max_attempts or not retry
+                else _retry_delay(attempt, delay_headers, policy)
             )
             if delay is None:
                 raise _after_retries(err, attempt)

@@ -21,6 +21,7 @@ combined with structured outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -91,6 +92,29 @@ class CitationPlan:
         plain.append(text[pos:])
         _flush(plain, out)
         return out
+
+
+def citations_to_doc(plan: CitationPlan | None) -> Any:
+    """The plan as JSON (a batch keeps it beside its requests)."""
+    if plan is None:
+        return None
+    return {
+        "d": [dataclasses.astuple(s) for s in plan.documents.values()],
+        "r": [dataclasses.astuple(s) for s in plan.results.values()],
+    }
+
+
+def citations_from_doc(doc: Any) -> CitationPlan | None:
+    if not isinstance(doc, dict):
+        return None
+    plan = CitationPlan()
+    for row in doc.get("d") or ():
+        source = _Source(*row)
+        plan.documents[source.index] = source
+    for row in doc.get("r") or ():
+        source = _Source(*row)
+        plan.results[source.index] = source
+    return plan
 
 
 def _flush(plain: list[str], out: list[OutText]) -> None:

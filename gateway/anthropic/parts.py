@@ -21,6 +21,7 @@ from ..schemas.anthropic import (
     TextSource,
     ToolReferenceBlock,
     ToolResultBlock,
+    UpstreamFileSource,
     URLSource,
 )
 
@@ -64,23 +65,32 @@ class PartMaker(Protocol):
         """A PDF by URL; may raise InvalidRequestError naming ``path``."""
         ...
 
+    def upstream_file(self, src: UpstreamFileSource, kind: str, path: str) -> dict[str, Any]:
+        """A part naming a file the upstream holds (``kind``: image or document)."""
+        ...
+
 
 def image_url(block: ImageBlock, path: str) -> str:
-    """The URL of an image part: a ``data:`` URL for base64 sources (protocol.md §9.4).
-    Anthropic file ids mean nothing upstream, so they are a 400."""
-    src = block.source
+    """The URL of an image part: a ``data:`` URL for base64 sources (protocol.md §9.4). A
+    file id the gateway did not issue means nothing upstream: a 400."""
+    src: Any = block.source
     if isinstance(src, Base64Source):
         return f"data:{src.media_type};base64,{src.data}"
     if isinstance(src, URLSource):
         return src.url
-    raise InvalidRequestError(f"{path}.source: file_id sources are not supported")
+    if isinstance(src, FileSource):  # not resolved by the gateway: nothing upstream knows
+        raise InvalidRequestError(f"{path}.source: file_id sources are not supported")
+    raise InvalidRequestError(f"{path}.source: Chat Completions upstreams take no image by file_id")
 
 
 def document_parts(block: DocumentBlock, path: str, parts: PartMaker) -> list[dict[str, Any]]:
     """protocol.md §9.4: PDFs as file parts, text and content sources inline (title and
     context first)."""
-    src = block.source
+    src: Any = block.source
     header = [s for s in (block.title, block.context) if s]
+    if isinstance(src, UpstreamFileSource):
+        lead = [parts.text("\n".join(header))] if header else []
+        return [*lead, parts.upstream_file(src, "document", path)]
     if isinstance(src, Base64Source):
         if src.media_type != "application/pdf":
             # Anthropic accepts base64 documents only as PDF; anything else is malformed.
@@ -113,7 +123,7 @@ def document_parts(block: DocumentBlock, path: str, parts: PartMaker) -> list[di
                 out.append(parts.image(inner, f"{path}.source.content.{k}"))
         return out
     assert isinstance(src, FileSource)
-    raise InvalidRequestError(f"{path}.source: file_id sources are not supported")
+    raise InvalidRequestError(f"{path}.source: file_id sources are not supported")  # unresolved
 
 
 def tool_result_parts(

@@ -18,12 +18,13 @@ from typing import Any, Final
 from ..schemas.anthropic import MessagesRequest
 from ..schemas.anthropic_out import MessageResponse
 from ..settings import Route
-from .citations import CitationPlan, citation_plan
+from .citations import CitationPlan, citation_plan, citations_from_doc, citations_to_doc
 from .compaction import pause_at_compaction, pauses, replay
 from .context_edits import apply_edits, edit_plan, rough_count
+from .resource_ids import resolve_files
 from .server_tools import blocked_domains
 from .signatures import Signer
-from .strict import StrictPlan, strict_plan
+from .strict import StrictPlan, strict_from_doc, strict_plan, strict_to_doc
 from .tools import tool_name_map
 from .usage import echo_speed
 
@@ -70,6 +71,37 @@ class AnswerPlan:
             if self.pause:
                 pause_at_compaction(message)
 
+    def to_doc(self) -> dict[str, Any]:
+        """The plan as JSON: a batch keeps it until its results are read (issue 15)."""
+        return {
+            "model": self.model,
+            "thinking": self.thinking,
+            "stop": self.stop_sequences,
+            "names": dict(self.tool_names),
+            "blocked": list(self.blocked_domains),
+            "strict": strict_to_doc(self.strict),
+            "cites": citations_to_doc(self.citations),
+            "fast": self.fast,
+            "managed": self.managed,
+            "pause": self.pause,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> AnswerPlan:
+        return cls(
+            model=str(doc.get("model") or ""),
+            thinking=bool(doc.get("thinking")),
+            stop_sequences=doc.get("stop"),
+            tool_names=doc.get("names") or {},
+            blocked_domains=tuple(doc.get("blocked") or ()),
+            strict=strict_from_doc(doc.get("strict")),
+            citations=citations_from_doc(doc.get("cites")),
+            fast=bool(doc.get("fast")),
+            managed=doc.get("managed"),
+            pause=bool(doc.get("pause")),
+            long_cache=False,
+        )
+
     def configure(self, translator: Any) -> None:
         """The same for a stream translator (its final ``message_delta``)."""
         translator.fast_requested = self.fast
@@ -83,6 +115,8 @@ def prepare(
 ) -> tuple[MessagesRequest, AnswerPlan]:
     """The request as the upstream should see it, and the plan for its answer. The raw body
     is only searched, so the rarely used features cost nothing when absent."""
+    if b'"file_id"' in raw:  # file sources: the upstream's own files (signed ids)
+        req = resolve_files(req, signer, route.upstream)
     edits = edit_plan(req)
     managed = None
     if edits is not None:

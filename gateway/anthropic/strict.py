@@ -86,6 +86,30 @@ class StrictPlan:
 NO_STRICT: Final = StrictPlan()
 
 
+def strict_to_doc(plan: StrictPlan) -> dict[str, Any] | None:
+    """What :func:`strict_from_doc` makes the plan again from (JSON)."""
+    if plan.output is None and not plan.tools:
+        return None
+    out = plan.output
+    return {
+        "o": [out.source, out.where] if out is not None else None,
+        "n": plan.output_name,
+        "t": {name: [t.source, t.where] for name, t in plan.tools.items()},
+    }
+
+
+def strict_from_doc(doc: Any) -> StrictPlan:
+    if not isinstance(doc, dict):
+        return NO_STRICT
+    output = doc.get("o")
+    tools = doc.get("t") or {}
+    return StrictPlan(
+        output=make_strict(output[0], output[1]) if output else None,
+        output_name=str(doc.get("n") or "output"),
+        tools={name: make_strict(t[0], t[1], object_root=True) for name, t in tools.items()},
+    )
+
+
 def strict_arguments(
     plan: StrictPlan, upstream_name: str | None, arguments: str | None
 ) -> str | None:
@@ -138,6 +162,10 @@ class StrictSchema:
     wrapped: bool
     #: whether an answer may need restoring (an optional property made nullable, a wrapper)
     restores: bool
+    #: the client's schema and where it was (to make it again, for a batch's results)
+    source: dict[str, Any] = field(default_factory=dict)
+    where: str = ""
+    object_root: bool = False
 
     def restore(self, value: Any) -> Any:
         """The answer as the client's schema has it (see the module docstring)."""
@@ -191,6 +219,9 @@ def make_strict(schema: dict[str, Any], where: str, *, object_root: bool = False
         defs=lookup,
         wrapped=wrapped,
         restores=wrapped or strictifier.loosened,
+        source=schema,
+        where=where,
+        object_root=object_root,
     )
 
 

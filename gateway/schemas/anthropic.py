@@ -33,6 +33,15 @@ class FileSource(_Tagged, tag="file"):
     file_id: str
 
 
+class UpstreamFileSource(Struct, kw_only=True):
+    """A ``file`` source the gateway resolved to the upstream's own file (issue 15 item 8).
+    Not part of any decoded union: only the gateway puts it in a request, after checking the
+    signed file id, so a client cannot name an upstream file directly."""
+
+    file_id: str
+    mime_type: str
+
+
 class TextSource(_Tagged, tag="text"):
     data: str
     media_type: str = "text/plain"

@@ -42,6 +42,7 @@ from ...schemas.anthropic import (
     ToolReferenceBlock,
     ToolResultBlock,
     ToolUseBlock,
+    UpstreamFileSource,
 )
 from ...settings import Route
 
@@ -71,6 +72,14 @@ class _Parts:
 
     def pdf(self, filename: str, data_url: str) -> dict[str, Any]:
         return {"type": "file", "file": {"filename": filename, "file_data": data_url}}
+
+    def upstream_file(self, src: UpstreamFileSource, kind: str, path: str) -> dict[str, Any]:
+        if kind == "document" and src.mime_type == "application/pdf":
+            return {"type": "file", "file": {"file_id": src.file_id}}
+        raise InvalidRequestError(
+            f"{path}.source: Chat Completions upstreams take only PDFs by file_id, not "
+            f"{src.mime_type}"
+        )
 
     def pdf_url(self, url: str, path: str) -> dict[str, Any]:
         raise InvalidRequestError(

@@ -44,6 +44,7 @@ from ...schemas.anthropic import (
     ToolReferenceBlock,
     ToolResultBlock,
     ToolUseBlock,
+    UpstreamFileSource,
 )
 
 # session_id_from and tool_name_map are dialect-neutral (content.py); re-exported for callers.
@@ -64,8 +65,16 @@ class _Parts:
         return {"type": "input_text", "text": text}
 
     def image(self, block: ImageBlock, path: str) -> dict[str, Any]:
+        src: Any = block.source
+        if isinstance(src, UpstreamFileSource):
+            return self.upstream_file(src, "image", path)
         # ``detail`` is required by the Responses schema (protocol.md §5).
         return {"type": "input_image", "image_url": image_url(block, path), "detail": "auto"}
+
+    def upstream_file(self, src: UpstreamFileSource, kind: str, path: str) -> dict[str, Any]:
+        if kind == "image":
+            return {"type": "input_image", "file_id": src.file_id, "detail": "auto"}
+        return {"type": "input_file", "file_id": src.file_id}
 
     def pdf(self, filename: str, data_url: str) -> dict[str, Any]:
         return {"type": "input_file", "filename": filename, "file_data": data_url}
