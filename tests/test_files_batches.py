@@ -228,3 +228,23 @@ async def test_batch_refusals(
     await client.close()
     assert info.value.body["error"] == {"type": "invalid_request_error", "message": message}
     assert upstream.mock.batches == {}
+
+
+async def test_a_batch_on_a_chat_route(make_gateway: GatewayFactory, upstream: Upstream) -> None:
+    chat = {"base_url": upstream.url, "api_key_env": "TEST_UPSTREAM_KEY", "dialect": "chat"}
+    gw = await make_gateway(upstreams={"default": chat})
+    client = sdk(gw)
+    upstream.mock.enqueue(Script(items=[Text("over chat")]))
+    batch = await client.messages.batches.create(requests=[req("k", "hello")])  # type: ignore[list-item]
+    [mock_batch] = upstream.mock.batches.values()
+    assert mock_batch.endpoint == "/v1/chat/completions"
+    [line] = [
+        json.loads(x) for x in upstream.mock.files[mock_batch.input_file_id].data.splitlines()
+    ]
+    assert (line["url"], line["body"]["messages"]) == (
+        "/v1/chat/completions", [{"role": "user", "content": "hello"}])  # fmt: skip
+    got = await results_of(client, batch.id)
+    assert got["k"].type == "succeeded"
+    assert got["k"].message.content[0].text == "over chat"
+    assert got["k"].message.model == MODEL
+    await client.close()
