@@ -21,6 +21,8 @@ from .admission import InFlight
 from .anthropic.signatures import Signer
 from .batches import add_batch_routes
 from .count_tokens import TokenCounter
+from .failover.chain import Resilience
+from .failover.keys import KeyPoolError, make_pools
 from .files import add_file_routes
 from .handlers import add_routes
 from .keys import (
@@ -29,6 +31,7 @@ from .keys import (
     LIFECYCLE,
     METRICS,
     MOCK_URL,
+    RESILIENCE,
     ROUTER,
     SAFEGUARDS,
     SETTINGS,
@@ -42,7 +45,7 @@ from .middleware import make_middleware
 from .routing import Router
 from .safeguards.classifier import Safeguards
 from .settings import Settings, UpstreamSettings
-from .startup import api_keys_from, load_prompt, signing_keys
+from .startup import StartupError, api_keys_from, load_prompt, signing_keys
 from .upstream import UpstreamClient
 
 #: Seconds aiohttp gives handlers to finish after ``on_shutdown`` (``shutdown_timeout``). By then
@@ -146,6 +149,12 @@ def create_app(
     app.on_shutdown.append(_drain)
     app[SIGNER] = Signer(signing_key or signing_keys(env).keys)
     safeguard_prompt = load_prompt(settings)
+    try:  # the mock's stand-in upstreams need no keys
+        pools = {} if settings.mock else make_pools(settings.upstreams, env)
+    except KeyPoolError as exc:
+        raise StartupError(str(exc)) from None
+    for pool in pools.values():
+        pool.on_event = metrics.key_event
     add_routes(app)
     add_file_routes(app)
     add_batch_routes(app)
@@ -184,7 +193,13 @@ def create_app(
             settings.timeouts,
             settings.retries,
             max_body_bytes=settings.server.max_upstream_body_bytes,
+            pools=pools,
         )
+        app[RESILIENCE] = Resilience(
+            effective, app[UPSTREAM], on_fallback=metrics.fallback, on_circuit=metrics.circuit_state
+        )
+        for target in app[ROUTER].targets():
+            metrics.circuit_state(target.name, "closed")
         app[COUNTER] = TokenCounter(app[UPSTREAM])
         app[SAFEGUARDS] = Safeguards(
             effective, app[ROUTER], app[UPSTREAM], metrics, life, safeguard_prompt

@@ -168,12 +168,29 @@ def _check(settings: Settings) -> None:
                 f"bad setting upstreams.{name}.base_url = {up.base_url!r}: "
                 "expected an http:// or https:// URL"
             )
+    defined = ", ".join(sorted(settings.upstreams)) or "none"
     for i, route in enumerate(settings.routes):
-        if route.upstream not in settings.upstreams:
-            raise SettingsError(
-                f"bad setting routes[{i}].upstream = {route.upstream!r}: no such upstream "
-                f"(defined: {', '.join(sorted(settings.upstreams)) or 'none'})"
-            )
+        targets = [(f"routes[{i}]", route.upstream, route.model)] + [
+            (f"routes[{i}].fallbacks[{j}]", t.upstream, t.model)
+            for j, t in enumerate(route.fallbacks)
+        ]
+        for where, upstream, _ in targets:
+            if upstream not in settings.upstreams:
+                raise SettingsError(
+                    f"bad setting {where}.upstream = {upstream!r}: no such upstream "
+                    f"(defined: {defined})"
+                )
+        seen = set()
+        for where, upstream, model in targets:
+            if (upstream, model) in seen:
+                raise SettingsError(
+                    f"bad setting {where}: {upstream}:{model} is already in this route's chain"
+                )
+            seen.add((upstream, model))
+    for name, up in settings.upstreams.items():
+        for var in up.api_key_envs:
+            if not var.strip():
+                raise SettingsError(f"bad setting upstreams.{name}.api_key_envs: an empty name")
     if settings.files.upstream == "default" and "default" not in settings.upstreams:
         # left at its default: the first upstream defined holds files and batches
         settings.files.upstream = next(iter(settings.upstreams), "default")

@@ -26,16 +26,19 @@ class RequestContext:
         "cid",
         "error_type",
         "events",
+        "fallbacks",
         "model",
         "outcome",
         "overhead_ms",
         "request_id",
         "route",
         "sent_status",
+        "skipped",
         "stage",
         "start",
         "stop_reason",
         "stream",
+        "target",
         "ttfb_ms",
         "upstream_ms",
         "upstream_status",
@@ -48,6 +51,11 @@ class RequestContext:
         self.start = time.perf_counter()
         self.model: str | None = None
         self.route: str | None = None
+        #: the chain's target that answered (issue 16), how many were skipped, and
+        #: "target:reason" for each one passed over
+        self.target: str | None = None
+        self.skipped = 0
+        self.fallbacks: list[str] = []
         self.stream: bool | None = None
         self.upstream_status: int | None = None
         self.upstream_ms: float | None = None

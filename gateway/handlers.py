@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any, Final
 
@@ -29,16 +30,17 @@ from .errors import (
     GatewayTimeoutError,
     InvalidRequestError,
 )
+from .failover.chain import Opened, Prepared
 from .intake import decode_request, receive
 from .keys import (
     COUNTER,
     LIFECYCLE,
     METRICS,
+    RESILIENCE,
     ROUTER,
     SAFEGUARDS,
     SETTINGS,
     SIGNER,
-    UPSTREAM,
 )
 from .logs import log_event
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -73,10 +75,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
     ctx.stream = stream
     # Claude Code's auto mode: the answer's tool calls get verdicts (never sent upstream)
     guard = app[SAFEGUARDS].case(req, route) if req.safeguards else None
-    dialect = DIALECTS[route.dialect]
     signer: Signer = app[SIGNER]
-    req, plan = prepare(raw, req, route, signer)
-    del raw
+    original = req
+    req, plan = prepare(raw, req, route, signer.for_family(route.upstream))
     if req.max_tokens == 0:
         # a cache pre-warm: nothing is generated; the answer carries the input count
         n = await _count_input(request, req, route, ctx)
@@ -89,32 +90,40 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if plan.blocked_domains:  # OpenAI has no such filter: the gateway removes them
         log_event("search_blocked_domains", count=len(plan.blocked_domains))
     session = session_id_from(req, request.headers.get("X-Claude-Code-Session-Id"))
-    payload = translate_request(
-        dialect,
-        req,
-        route,
-        signer,
-        stream=stream,
-        session_id=session,
-        strict=plan.strict,
-        long_cache=plan.long_cache,
-    )
-    upstream = app[UPSTREAM]
+
+    def build(target: Route) -> Prepared:
+        """The request for one target of the route's chain (issue 16)."""
+        target_req, target_plan = req, plan
+        family = signer.for_family(target.upstream)
+        if target is not route:  # thinking signed by another upstream is dropped there
+            target_req, target_plan = prepare(raw, original, target, family)
+            if not target.hosted_tools and hosted_tools(target_req):
+                raise InvalidRequestError("it has no hosted tools for the server tools asked")
+        dialect = DIALECTS[target.dialect]
+        payload = translate_request(
+            dialect, target_req, target, family, stream=stream, session_id=session,
+            strict=target_plan.strict, long_cache=target_plan.long_cache,
+        )  # fmt: skip
+        return Prepared(dialect.path, encode_json(payload), (dialect, target_plan, family))
+
+    builder: Callable[[Route], Prepared] = build
+    if not route.fallbacks:
+        # A Claude Code request decodes to several hundred KB of objects; only the encoded
+        # payload is needed while the upstream works (keeps RSS low with many in flight).
+        only = build(route)
+        del req, original, raw, build
+        builder = lambda _target: only  # noqa: E731
+
     settings = app[SETTINGS]
     total = settings.timeouts.total
     deadline = asyncio.get_running_loop().time() + total if total else None
-    data_out = encode_json(payload)
-    # A Claude Code request decodes to several hundred KB of objects; only the encoded
-    # payload is needed while the upstream works (keeps RSS low with many in flight).
-    del req, payload
     life = app[LIFECYCLE]
     waited = time.perf_counter()
     try:
         async with asyncio.timeout_at(deadline) as waiting:
             life.waits.add(waiting)
             try:
-                resp = await upstream.send(route, dialect.path, data_out, ctx)
-                data = None if stream else await upstream.read_body(resp)
+                opened = await app[RESILIENCE].open(route, builder, ctx, stream=stream)
             finally:
                 life.waits.discard(waiting)
     except TimeoutError:
@@ -122,9 +131,27 @@ async def messages(request: web.Request) -> web.StreamResponse:
             ctx.outcome = "shutdown"
             raise life.shutting_down() from None
         raise GatewayTimeoutError(f"request exceeded the gateway's {total:g}s cap") from None
+    del builder
     ctx.upstream_ms = round((time.perf_counter() - waited) * 1000.0, 3)
-    if data is not None:
-        message = dialect.from_upstream(data, signer=signer, **plan.translator_args())
+    try:
+        return await _answer(request, opened, ctx, stream, guard, deadline)
+    finally:
+        opened.release()
+
+
+async def _answer(
+    request: web.Request,
+    opened: Opened,
+    ctx: RequestContext,
+    stream: bool,
+    guard: Any,
+    deadline: float | None,
+) -> web.StreamResponse:
+    """The answer of the target that took the request: JSON, or the relayed stream."""
+    app = request.app
+    dialect, plan, signer = opened.extra
+    if opened.data is not None:
+        message = dialect.from_upstream(opened.data, signer=signer, **plan.translator_args())
         plan.finish(message)
         if guard is not None:
             message.safeguard_results = await app[SAFEGUARDS].for_message(guard, message, ctx)
@@ -139,9 +166,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
         **plan.translator_args(),
     )
     plan.configure(translator)
+    settings = app[SETTINGS]
     return await relay(
         request,
-        resp,
+        opened.resp,
         translator,
         ctx,
         idle_timeout=settings.timeouts.idle,
@@ -149,7 +177,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         ping_interval=settings.server.ping_interval,
         max_event_bytes=settings.server.max_event_bytes,
         deadline=deadline,
-        registry=life.streams,
+        registry=app[LIFECYCLE].streams,
         overhead=lambda: _overhead(ctx),
         safeguard=None if guard is None else partial(app[SAFEGUARDS].results, guard, ctx=ctx),
     )

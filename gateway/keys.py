@@ -10,6 +10,7 @@ from aiohttp import web
 from .admission import InFlight
 from .anthropic.signatures import Signer
 from .count_tokens import TokenCounter
+from .failover.chain import Resilience
 from .lifecycle import Lifecycle
 from .metrics import Metrics
 from .routing import Router
@@ -30,3 +31,5 @@ LIFECYCLE: Final = web.AppKey("lifecycle", Lifecycle)
 SAFEGUARDS: Final = web.AppKey("safeguards", Safeguards)
 #: base URL of the in-process mock upstream, when the gateway serves from it
 MOCK_URL: Final = web.AppKey("mock_url", str)
+#: fallback chains, circuit breakers, per-upstream limits (issue 16)
+RESILIENCE: Final = web.AppKey("resilience", Resilience)

@@ -54,6 +54,14 @@ ALLOWED_FIELDS: Final = frozenset(
         "ignored",
         "count",
         "reason",
+        "target",
+        "skipped",
+        "fallbacks",
+        "key_source",
+        "keys_left",
+        "state",
+        "failures",
+        "seconds",
     }
 )
 

@@ -18,6 +18,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from .context import RequestContext
+from .failover.breaker import STATE_VALUE
 
 MAX_MODELS: Final = 100
 _MODEL_RE: Final = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
@@ -103,6 +104,29 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.circuit = Gauge(
+            "gateway_upstream_circuit_state",
+            "Circuit breaker of each upstream target (upstream:model): 0 closed, 1 half-open, "
+            "2 open.",
+            ["target"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "gateway_fallbacks",
+            "Targets a route's chain passed over, by target and reason (connect, 5xx, "
+            "overloaded, timeout, bad_response, rate_limit, quota, auth, overflow, "
+            "circuit_open, busy, unsupported).",
+            ["target", "reason"],
+            registry=r,
+        )
+        self.key_events = Counter(
+            "gateway_upstream_key_events",
+            "Key pool events by upstream: rate_limited and quota (a key cools down), disabled "
+            "(a key refused with 401/403 leaves the pool).",
+            ["upstream", "event"],
+            registry=r,
+        )
         in_flight_help = "/v1/messages* requests being handled."
         streams_help = "SSE streams open to clients."
         self.in_flight_gauge: Gauge | None = None
@@ -175,6 +199,15 @@ class Metrics:
             self._child(self.safeguard_verdicts, outcome).inc(n)
         if seconds is not None:
             self.safeguard_seconds.observe(seconds)
+
+    def fallback(self, target: str, reason: str) -> None:
+        self._child(self.fallbacks, target, reason).inc()
+
+    def circuit_state(self, target: str, state: str) -> None:
+        self._child(self.circuit, target).set(STATE_VALUE[state])
+
+    def key_event(self, upstream: str, event: str) -> None:
+        self._child(self.key_events, upstream, event).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

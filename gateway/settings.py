@@ -8,7 +8,6 @@ holds an upstream key, never the key.
 from __future__ import annotations
 
 import fnmatch
-import os
 from collections.abc import Mapping
 from typing import Annotated, Final, Literal
 
@@ -95,6 +94,16 @@ class UpstreamSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     dialect: Literal["responses", "chat"] = "responses"
     #: name of the environment variable holding the key; "" for servers that need none
     api_key_env: str = "OPENAI_API_KEY"
+    #: more keys for a pool (issue 16): variables holding one key each, after api_key_env
+    api_key_envs: list[str] = []
+    #: a file of keys for the pool, one a line (``#`` comments), after the variables
+    api_keys_file: str = ""
+    #: how a pool's keys take turns: each in turn, or the one rate-limited longest ago
+    key_strategy: Literal["round_robin", "least_limited"] = "round_robin"
+    #: requests sent to this upstream at once (0 = no limit); beyond it a request waits
+    #: ``queue_timeout``, then goes to the route's next target (529 on the last)
+    max_concurrency: Annotated[int, Meta(ge=0)] = 0
+    queue_timeout: Annotated[float, Meta(ge=0)] = 1.0
     headers: dict[str, str] = {}
     # Chat Completions server differences (protocol.md §8, §10 items 11-12); ignored by
     # "responses" upstreams.
@@ -139,6 +148,42 @@ class RouteSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     #: ``compact_20260112`` as the upstream's own compaction (Responses upstreams only);
     #: off: that edit is a 400
     compaction: bool = True
+    #: targets tried in order when this one fails before the answer starts (issue 16)
+    fallbacks: list[TargetSettings] = []
+    #: also move to the next target when the prompt is too long for this one's model
+    fallback_on_overflow: bool = False
+
+
+class TargetSettings(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A route's fallback target: an upstream, its model and that model's capabilities
+    (the keys of the same names on a route)."""
+
+    model: str
+    upstream: str = "default"
+    max_output_tokens: Annotated[int, Meta(ge=16)] | None = None
+    reasoning: bool = True
+    sampling: bool = False
+    default_effort: Effort | None = None
+    hosted_tools: bool = True
+    compaction: bool = True
+
+
+class FallbackSettings(Struct, kw_only=True, forbid_unknown_fields=True):
+    """The budget of a route with fallbacks, and the circuit breakers (issue 16)."""
+
+    #: attempts on each target but the last (which gets ``retries.max_attempts``)
+    attempts_per_target: Annotated[int, Meta(ge=1, le=10)] = 1
+    #: targets tried at most per request, the first included
+    max_targets: Annotated[int, Meta(ge=1, le=10)] = 3
+    #: seconds after the first attempt past which no further target is started
+    budget: Seconds = 60.0
+    #: a streamed request's wait for response headers from a target that is not the last
+    #: (streams start at once; a silent upstream is stuck); the last waits timeouts.headers
+    stream_headers_timeout: Seconds = 30.0
+    #: consecutive failures (connect, 5xx, timeouts) that open a target's circuit
+    breaker_failures: Annotated[int, Meta(ge=1)] = 5
+    #: seconds an open circuit is skipped before one request probes it again
+    breaker_cooldown: Seconds = 30.0
 
 
 class SafeguardSettings(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -188,6 +233,7 @@ class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
     models: ModelSettings = msgspec.field(default_factory=ModelSettings)
     safeguards: SafeguardSettings = msgspec.field(default_factory=SafeguardSettings)
     files: FilesSettings = msgspec.field(default_factory=FilesSettings)
+    fallback: FallbackSettings = msgspec.field(default_factory=FallbackSettings)
     upstreams: dict[str, UpstreamSettings] = msgspec.field(
         default_factory=lambda: {"default": UpstreamSettings()}
     )
@@ -228,6 +274,13 @@ class Route(Struct, kw_only=True, frozen=True):
     hosted_tools: bool = True
     #: compact_20260112 becomes the upstream's compaction (a Responses route that allows it)
     compaction: bool = True
+    #: the targets after this one, in order (issue 16)
+    fallbacks: tuple[Route, ...] = ()
+    fallback_on_overflow: bool = False
+
+    @property
+    def chain(self) -> tuple[Route, ...]:
+        return (self, *self.fallbacks)
 
     def __repr__(self) -> str:  # never show the key, even masked
         return f"Route({self.name!r}, {self.dialect}, {self.base_url!r}, {self.upstream_model!r})"
@@ -238,63 +291,6 @@ def default_routes() -> list[RouteSettings]:
         RouteSettings(match=["*haiku*"], model="small"),
         RouteSettings(match=["*"], model="big"),
     ]
-
-
-def resolve_routes(settings: Settings, env: Mapping[str, str] | None = None) -> list[Route]:
-    """Turn route settings into ``Route`` objects with the upstream key read from ``env``."""
-    env = os.environ if env is None else env
-    out: list[Route] = []
-    for rs in settings.routes or default_routes():
-        up = settings.upstreams[rs.upstream]
-        key = env.get(up.api_key_env) if up.api_key_env else None
-        model = {"big": settings.models.big, "small": settings.models.small}.get(rs.model, rs.model)
-        out.append(
-            Route(
-                name=f"{rs.upstream}:{model}",
-                upstream=rs.upstream,
-                dialect=up.dialect,
-                base_url=up.base_url.rstrip("/"),
-                api_key=Secret(key) if key else None,
-                key_env=up.api_key_env,
-                headers=dict(up.headers),
-                upstream_model=model,
-                patterns=tuple(p.lower() for p in rs.match),
-                max_output_tokens=rs.max_output_tokens,
-                reasoning=rs.reasoning,
-                sampling=rs.sampling,
-                default_effort=rs.default_effort,
-                max_tokens_field=up.max_tokens_field,
-                stream_usage=up.stream_usage,
-                images=up.images,
-                thinking_field=up.thinking_field,
-                reasoning_effort=up.reasoning_effort,
-                top_k=up.top_k,
-                mid_system=up.mid_system,
-                safeguards=rs.safeguards,
-                hosted_tools=rs.hosted_tools and up.dialect == "responses",
-                compaction=rs.compaction and up.dialect == "responses",
-            )
-        )
-    return out
-
-
-def upstream_routes(settings: Settings, env: Mapping[str, str] | None = None) -> dict[str, Route]:
-    """A Route per ``[upstreams]`` entry, for what is not routed by model (files, batches)."""
-    env = os.environ if env is None else env
-    out: dict[str, Route] = {}
-    for name, up in settings.upstreams.items():
-        key = env.get(up.api_key_env) if up.api_key_env else None
-        out[name] = Route(
-            name=name,
-            upstream=name,
-            dialect=up.dialect,
-            base_url=up.base_url.rstrip("/"),
-            api_key=Secret(key) if key else None,
-            key_env=up.api_key_env,
-            headers=dict(up.headers),
-            upstream_model="",
-        )
-    return out
 
 
 def glob_match(name: str, pattern: str) -> bool:

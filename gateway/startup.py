@@ -23,6 +23,7 @@ from typing import Any, Final
 import msgspec
 
 from .config import load_settings
+from .failover.keys import KeyPoolError, pool_keys
 from .safeguards.prompt import DEFAULT_PROMPT
 from .settings import Settings, SettingsError, default_routes
 
@@ -151,13 +152,16 @@ def api_keys_from(env: Mapping[str, str]) -> tuple[str, ...]:
 
 
 def missing_upstream_keys(settings: Settings, env: Mapping[str, str]) -> list[tuple[str, str]]:
-    """(upstream, variable) for every upstream a route uses whose key variable is unset."""
+    """(upstream, variable) for every upstream a route's chain uses whose key variable is
+    unset while no other source (``api_key_envs``, ``api_keys_file``) gives it keys."""
     out: list[tuple[str, str]] = []
     for rs in settings.routes or default_routes():
-        up = settings.upstreams[rs.upstream]
-        var = up.api_key_env
-        if var and not env.get(var, "").strip() and (rs.upstream, var) not in out:
-            out.append((rs.upstream, var))
+        for name in (rs.upstream, *(t.upstream for t in rs.fallbacks)):
+            up = settings.upstreams[name]
+            var = up.api_key_env
+            pooled = up.api_key_envs or up.api_keys_file
+            if var and not pooled and not env.get(var, "").strip() and (name, var) not in out:
+                out.append((name, var))
     return out
 
 
@@ -181,6 +185,11 @@ def resolve_startup(
                 f"upstream {name!r} needs {var}, which is not set: export it, or start with "
                 "--mock to serve fake answers from the built-in mock upstream"
             )
+        for name, up in settings.upstreams.items():
+            try:
+                pool_keys(name, up, env)
+            except KeyPoolError as exc:
+                raise StartupError(str(exc)) from None
     load_prompt(settings)  # StartupError when the operator's prompt file cannot be read
     return Startup(
         settings=settings,
@@ -215,7 +224,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def describe(startup: Startup) -> list[str]:
     """The ``--check-config`` report: routes, upstreams, keys, limits (no secrets)."""
-    from .settings import resolve_routes
+    from .routing import resolve_routes
 
     s = startup.settings
     lines = [f"mock: {'on (every route is answered by the built-in mock)' if s.mock else 'off'}"]
@@ -223,9 +232,16 @@ def describe(startup: Startup) -> list[str]:
         lines.append(
             f"route {', '.join(route.patterns)} -> {route.name} ({route.dialect}, {route.base_url})"
         )
+        for target in route.fallbacks:
+            lines.append(f"  then {target.name} ({target.dialect}, {target.base_url})")
     for name, up in s.upstreams.items():
-        key = f"key from {up.api_key_env}" if up.api_key_env else "no key"
-        lines.append(f"upstream {name}: {up.base_url} ({up.dialect}, {key})")
+        sources = [up.api_key_env] if up.api_key_env else []
+        sources += up.api_key_envs + ([up.api_keys_file] if up.api_keys_file else [])
+        key = f"keys from {', '.join(sources)}" if sources else "no key"
+        if len(sources) > 1:
+            key += f" ({up.key_strategy})"
+        limit = f", at most {up.max_concurrency} at once" if up.max_concurrency else ""
+        lines.append(f"upstream {name}: {up.base_url} ({up.dialect}, {key}{limit})")
     auth = f"{len(startup.api_keys)} inbound key(s)" if startup.api_keys else "no inbound keys"
     lines.append(f"auth: {auth}")
     ring = startup.signing
@@ -235,6 +251,7 @@ def describe(startup: Startup) -> list[str]:
     )
     lines.append(f"listen: {s.server.host}:{s.server.port}")
     lines.append("settings: " + msgspec.json.encode(msgspec.structs.asdict(s.timeouts)).decode())
+    lines.append("fallback: " + msgspec.json.encode(msgspec.structs.asdict(s.fallback)).decode())
     return lines
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import random
 import time
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from yarl import URL
 from .context import CORRELATION_HEADER, RequestContext
 from .errors import (
     APIError,
+    AuthenticationError,
     BadGatewayError,
     BillingError,
     GatewayError,
@@ -30,6 +32,7 @@ from .errors import (
     RateLimitError,
     from_upstream,
 )
+from .failover.keys import QUOTA_COOLDOWN, KeyPool
 from .logs import log_event
 from .settings import RetrySettings, Route, TimeoutSettings
 
@@ -67,39 +70,50 @@ class UpstreamClient:
         retries: RetrySettings,
         *,
         max_body_bytes: int = 64 * 1024 * 1024,
+        pools: Mapping[str, KeyPool] | None = None,
     ) -> None:
         self.session = session
         self.timeouts = timeouts
         self.retries = retries
         self.max_body_bytes = max_body_bytes
-        self._headers: dict[str, CIMultiDict[str]] = {}
+        self._headers: dict[tuple[str, int], CIMultiDict[str]] = {}
+        #: key pools by upstream name (issue 16); an upstream without one uses route.api_key
+        self.pools: dict[str, KeyPool] = dict(pools or {})
         # Parsed once per (route, path): yarl parsing a URL string costs more per request
         # than everything else we do before the upstream call.
         self._urls: dict[tuple[str, str], URL] = {}
 
-    def _route_headers(self, route: Route) -> CIMultiDict[str]:
-        h = self._headers.get(route.name)
+    def _route_headers(self, route: Route, pool: KeyPool | None, index: int) -> CIMultiDict[str]:
+        h = self._headers.get((route.name, index))
         if h is None:
             h = CIMultiDict(route.headers)
             h["Content-Type"] = "application/json"
             h["Accept"] = "application/json, text/event-stream"
-            if route.api_key:
-                h["Authorization"] = f"Bearer {route.api_key}"
-            self._headers[route.name] = h
+            key = pool.keys[index].secret if pool is not None else route.api_key
+            if key:
+                h["Authorization"] = f"Bearer {key}"
+            self._headers[(route.name, index)] = h
         return h
 
     def secrets(self, route: Route) -> tuple[str, ...]:
-        return (route.api_key,) if route.api_key else ()
+        pool = self.pools.get(route.upstream)
+        keys = tuple(k.secret for k in pool.keys) if pool is not None else ()
+        return (route.api_key, *keys) if route.api_key else keys
+
+    def pool(self, route: Route) -> KeyPool | None:
+        """The route's key pool, None when its upstream has no keys (or no pool)."""
+        pool = self.pools.get(route.upstream)
+        return pool if pool is not None and pool.keys else None
 
     async def send(
-        self, route: Route, path: str, body: bytes, ctx: RequestContext
+        self, route: Route, path: str, body: bytes, ctx: RequestContext, **kw: Any
     ) -> aiohttp.ClientResponse:
         """POST ``body`` to ``route.base_url + path``; return a 2xx response, headers read.
 
         The caller owns the response and must ``release()``/``close()`` it. Failures raise
         GatewayError (mapped by ``errors.from_upstream``); retryable ones are retried first.
         """
-        return await self.request(route, "POST", path, ctx, data=body)
+        return await self.request(route, "POST", path, ctx, data=body, **kw)
 
     async def request(
         self,
@@ -112,10 +126,19 @@ class UpstreamClient:
         params: Mapping[str, str] | None = None,
         content_type: str | None = None,
         retry: bool = True,
+        attempts: int | None = None,
+        headers_timeout: float | None = None,
+        wait_for_keys: bool = True,
     ) -> aiohttp.ClientResponse:
         """:meth:`send` for any method (the Files and Batch APIs, issue 15): ``data`` is bytes
         or an aiohttp payload (a multipart upload sets its own content type); ``retry=False``
-        for a body that can be sent only once (a streamed upload)."""
+        for a body that can be sent only once (a streamed upload).
+
+        A fallback chain (issue 16) gives each target its ``attempts`` and
+        ``headers_timeout``, and ``wait_for_keys=False`` where a next target can answer
+        instead of waiting for a rate-limited key pool to cool down. Within the attempts, a
+        key that gets 429 cools down and the next key is tried at once; with two keys or
+        more, a key refused with 401/403 leaves the pool."""
         url = self._urls.get((route.name, path)) if params is None else None
         if url is None:
             url = URL(route.base_url + path)
@@ -123,23 +146,33 @@ class UpstreamClient:
                 url = url.with_query(params)
             elif len(self._urls) < 4096:
                 self._urls[(route.name, path)] = url
-        headers = self._route_headers(route).copy()
-        headers[CORRELATION_HEADER] = ctx.cid
-        if content_type is not None:
-            headers["Content-Type"] = content_type
-        elif not isinstance(data, bytes):
-            del headers["Content-Type"]  # none, or the payload's own
         policy = self.retries
+        max_attempts = attempts or policy.max_attempts
+        headers_wait = headers_timeout or self.timeouts.headers
+        pool = self.pool(route)
         started = time.perf_counter()
         where = f"{url.host}:{url.port}"
-        attempt = 0
+        attempt = switches = 0
         while True:
+            index = 0
+            if pool is not None:
+                found = pool.pick()
+                if found is None:
+                    await self._wait_for_key(pool, where, wait_for_keys, attempt, max_attempts)
+                    continue
+                index = found
+            headers = self._route_headers(route, pool, index).copy()
+            headers[CORRELATION_HEADER] = ctx.cid
+            if content_type is not None:
+                headers["Content-Type"] = content_type
+            elif not isinstance(data, bytes):
+                del headers["Content-Type"]  # none, or the payload's own
             attempt += 1
-            ctx.attempts = attempt
+            ctx.attempts += 1
             err: GatewayError
             delay_headers: Mapping[str, str] = {}
             try:
-                async with asyncio.timeout(self.timeouts.headers):
+                async with asyncio.timeout(headers_wait):
                     # Never follow a redirect: it would re-post the prompt and the upstream's
                     # headers to whatever origin Location names (issue 10 item 4).
                     resp = await self.session.request(
@@ -155,7 +188,7 @@ class UpstreamClient:
                 # The upstream may be working on it: retrying a POST could run it twice.
                 _log_failure(route, where, "no response headers in time", attempt)
                 raise GatewayTimeoutError(
-                    f"upstream {where} sent no response headers within {self.timeouts.headers:g}s"
+                    f"upstream {where} sent no response headers within {headers_wait:g}s"
                 ) from None
             except (aiohttp.ClientError, OSError) as exc:
                 cause = connection_failure(exc)
@@ -188,16 +221,68 @@ class UpstreamClient:
                     key_env=route.key_env,
                 )
                 delay_headers = resp.headers
+                if (
+                    pool is not None
+                    and retry
+                    and switches < len(pool)
+                    and self._spend_key(pool, index, err, resp.status, delay_headers, attempt)
+                ):
+                    switches += 1
+                    attempt -= 1  # another key, at once: not a retry of this one
+                    continue
                 if resp.status not in _RETRY_STATUSES or isinstance(err, BillingError):
                     raise err
             delay = (
                 None
-                if attempt >= policy.max_attempts or not retry
+                if attempt >= max_attempts or not retry
                 else _retry_delay(attempt, delay_headers, policy)
             )
             if delay is None:
                 raise _after_retries(err, attempt)
             await asyncio.sleep(delay)
+
+    def _spend_key(
+        self,
+        pool: KeyPool,
+        index: int,
+        err: GatewayError,
+        status: int,
+        headers: Mapping[str, str],
+        attempt: int,
+    ) -> bool:
+        """Take a refused key out of turn (429: cool-down; quota: a long one; 401/403 with
+        other keys: out of the pool); True when another key can be tried at once. A lone key
+        is never taken out of turn: each request asks the upstream, as without a pool."""
+        if len(pool) < 2:
+            return False
+        if isinstance(err, BillingError):
+            pool.cool(index, QUOTA_COOLDOWN, "quota")
+        elif isinstance(err, RateLimitError):
+            hint = _retry_delay(attempt, headers, self.retries)
+            pool.cool(index, hint if hint is not None else self.retries.retry_after_cap)
+        elif status in (401, 403):
+            pool.disable(index, f"HTTP {status}")
+        else:
+            return False
+        return pool.usable()
+
+    async def _wait_for_key(
+        self, pool: KeyPool, where: str, wait: bool, attempt: int, max_attempts: int
+    ) -> None:
+        """Every key is cooling down or out: wait for the first to cool (within the retry
+        cap, while attempts remain and ``wait``), else the error that says so."""
+        left = pool.wait()
+        if left is None:
+            raise AuthenticationError(
+                f"upstream {where} ({pool.upstream}) refused every key of its pool; see the "
+                "upstream_key_disabled log lines (the keys come back on restart)"
+            )
+        if not wait or attempt >= max_attempts or left > self.retries.retry_after_cap:
+            raise RateLimitError(
+                f"every key of upstream {pool.upstream!r} is rate-limited for {left:.1f}s more",
+                headers={"retry-after": str(max(1, math.ceil(left)))},
+            )
+        await asyncio.sleep(left)
 
     async def read_body(self, resp: aiohttp.ClientResponse) -> bytes:
         """The whole body of a non-streaming answer, within the headers timeout and at most

@@ -20,7 +20,7 @@ from tests.anthropic_grammar import check_stream, parse_frames
 from tests.conftest import SIGNING_KEY, GatewayFactory, Upstream
 
 MODEL = "claude-sonnet-5-5"
-SIGNER = Signer(SIGNING_KEY)
+SIGNER = Signer(SIGNING_KEY).for_family("default")  # the upstream the tests use
 THINKING = {"type": "enabled", "budget_tokens": 2000}
 
 

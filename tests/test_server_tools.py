@@ -18,8 +18,8 @@ from gateway.config import load_settings
 from gateway.dialects.responses.request import to_responses
 from gateway.errors import InvalidRequestError
 from gateway.mock_upstream import Citation, CodeRun, McpCall, Script, Text, WebSearch
+from gateway.routing import resolve_routes
 from gateway.schemas.anthropic import REQUEST_DECODER
-from gateway.settings import resolve_routes
 from tests.anthropic_grammar import check_stream, parse_frames
 from tests.conftest import SIGNING_KEY, GatewayFactory, Upstream
 from tests.stream_support import BLOCK_KEYS

@@ -22,7 +22,7 @@ class Signer:
     strings, edits) decodes to None and the block is dropped before the upstream.
     """
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_families", "_keys", "_seal_keys")
 
     def __init__(self, keys: bytes | Sequence[bytes]) -> None:
         """``keys``: one key, or a ring (newest first) for rotation across a fleet: tokens
@@ -32,6 +32,26 @@ class Signer:
         if not ring or any(len(k) < 16 for k in ring):
             raise ValueError("signing keys must be at least 16 bytes")
         self._keys = ring
+        self._seal_keys = ring
+        self._families: dict[str, Signer] = {}
+
+    def for_family(self, family: str) -> Signer:
+        """The signer of thinking signatures minted by one upstream (issue 16): its keys are
+        derived from the ring and the family's name, so a signature from one upstream never
+        verifies for another (a fallback target drops it cleanly, as a foreign signature)
+        while :meth:`seal` tokens (file and batch ids, compaction) stay valid everywhere."""
+        found = self._families.get(family)
+        if found is None:
+            found = Signer.__new__(Signer)
+            label = b"gw-family\x00" + family.encode()
+            found._keys = tuple(
+                hmac.new(k, label, hashlib.sha256).digest() for k in self._seal_keys
+            )
+            found._seal_keys = self._seal_keys
+            found._families = {}
+            if len(self._families) < 1024:
+                self._families[family] = found
+        return found
 
     @staticmethod
     def _mac(key: bytes, payload: bytes) -> str:
@@ -69,7 +89,7 @@ class Signer:
         the MAC, so a token of one kind never verifies as another (nor as a thinking
         signature)."""
         payload = base64.urlsafe_b64encode(orjson.dumps(value)).rstrip(b"=")
-        mac = self._mac(self._keys[0], prefix.encode() + payload)
+        mac = self._mac(self._seal_keys[0], prefix.encode() + payload)
         return f"{prefix}{payload.decode()}.{mac}"
 
     def unseal(self, prefix: str, token: str) -> Any | None:
@@ -79,7 +99,7 @@ class Signer:
         body, _, mac = token[len(prefix) :].partition(".")
         signed = prefix.encode() + body.encode()
         if not mac or not any(
-            hmac.compare_digest(mac, self._mac(key, signed)) for key in self._keys
+            hmac.compare_digest(mac, self._mac(key, signed)) for key in self._seal_keys
         ):
             return None
         try:
