@@ -284,13 +284,14 @@ async def readyz(request: web.Request) -> web.Response:
     balancer stops sending new requests before connections close (issue 11 item 6)."""
     app = request.app
     draining = app[LIFECYCLE].draining
-    body = orjson.dumps(
-        {
-            "status": "draining" if draining else "ready",
-            "pid": os.getpid(),
-            "mock": app[SETTINGS].mock,
-        }
-    )
+    doc: dict[str, Any] = {
+        "status": "draining" if draining else "ready",
+        "pid": os.getpid(),
+        "mock": app[SETTINGS].mock,
+    }
+    if RESILIENCE in app:  # each target's circuit, each upstream's keys and load (issue 16)
+        doc.update(app[RESILIENCE].status(app[ROUTER].targets()))
+    body = orjson.dumps(doc)
     return web.Response(status=503 if draining else 200, body=body, content_type="application/json")
 
 

@@ -42,6 +42,19 @@ _MAX_ERROR_BODY: Final = 1 << 20
 
 def _retry_delay(attempt: int, headers: Mapping[str, str], retry: RetrySettings) -> float | None:
     """Seconds to wait before the next attempt; None when the server asks for too long."""
+    hint = retry_hint(headers)
+    if hint is not None:
+        return hint if 0 <= hint <= retry.retry_after_cap else None
+    return _backoff(attempt, retry)
+
+
+def _backoff(attempt: int, retry: RetrySettings) -> float:
+    base: float = min(retry.backoff_max, retry.backoff_base * 2.0 ** (attempt - 1))
+    return base * (0.5 + random.random() / 2)  # "equal jitter"
+
+
+def retry_hint(headers: Mapping[str, str]) -> float | None:
+    """The upstream's ``retry-after-ms`` / ``retry-after`` in seconds, if it gave one."""
     hint: float | None = None
     ms = headers.get("retry-after-ms")
     if ms is not None:
@@ -54,10 +67,7 @@ def _retry_delay(attempt: int, headers: Mapping[str, str], retry: RetrySettings)
             hint = float(sec)
         except ValueError:
             hint = None  # an HTTP date: fall back to our own backoff
-    if hint is not None:
-        return hint if 0 <= hint <= retry.retry_after_cap else None
-    base: float = min(retry.backoff_max, retry.backoff_base * 2.0 ** (attempt - 1))
-    return base * (0.5 + random.random() / 2)  # "equal jitter"
+    return hint
 
 
 class UpstreamClient:
@@ -258,8 +268,10 @@ class UpstreamClient:
         if isinstance(err, BillingError):
             pool.cool(index, QUOTA_COOLDOWN, "quota")
         elif isinstance(err, RateLimitError):
-            hint = _retry_delay(attempt, headers, self.retries)
-            pool.cool(index, hint if hint is not None else self.retries.retry_after_cap)
+            hint = retry_hint(headers)  # as long as the upstream asks, however long
+            pool.cool(
+                index, hint if hint is not None and hint >= 0 else _backoff(attempt, self.retries)
+            )
         elif status in (401, 403):
             pool.disable(index, f"HTTP {status}")
         else:

@@ -102,7 +102,17 @@ async def test_mock_only_when_asked_and_said_truthfully(
     assert seen["healthz"][0] == 200 and seen["healthz"][1]["mock"] is True
     assert seen["readyz"] == (
         200,
-        {"status": "ready", "pid": seen["healthz"][1]["pid"], "mock": True},
+        {
+            "status": "ready",
+            "pid": seen["healthz"][1]["pid"],
+            "mock": True,
+            # the default routes' targets and the one upstream (issue 16); the mock needs no key
+            "targets": {
+                "default:gpt-5-mini": {"circuit": "closed", "failures": 0},
+                "default:gpt-5": {"circuit": "closed", "failures": 0},
+            },
+            "upstreams": {"default": {"in_flight": 0}},
+        },
     )
     assert seen["hello"] == 200
     assert (tmp_path / "messages-gateway" / "signing.key").stat().st_mode & 0o777 == 0o600
