@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.perf.chain import CHAIN_SCENARIOS, ChainRow, measure_chain
 from tests.perf.matrix import Cell, Check, Plan, run_matrix, validate, warm_up
 from tests.perf.memory import Memory, measure_inflight, measure_open_streams
 from tests.perf.micro import MicroRow, run_micro
@@ -42,8 +43,9 @@ from tests.perf.servers import (
 
 async def run(
     plan: Plan, cpu: CpuPlan, log_dir: Path, profile: Path | None
-) -> tuple[list[Check], list[Cell], Memory]:
+) -> tuple[list[Check], list[Cell], Memory, list[ChainRow]]:
     mem = Memory()
+    chain: list[ChainRow] = []
     servers = await start_servers(cpu, log_dir, plan.workers)
     try:
         scenarios = build_scenarios(plan.scenarios, servers.mock.base + "/v1", SIGNING_KEY.encode())
@@ -60,12 +62,15 @@ async def run(
         await asyncio.sleep(1.0)
         mem.after_matrix_mb = servers.gateway.rss_mb()
         mem.peak_matrix_mb = servers.gateway.hwm_mb()
+        if any(sc.name in CHAIN_SCENARIOS for sc in scenarios):
+            progress("fallback chain: single target vs a three-target chain, first healthy")
+            chain = await measure_chain(plan, cpu, log_dir, scenarios, servers.mock.base)
     finally:
         stop_servers(servers)
     if plan.open_streams:
         progress(f"memory: {plan.open_streams} open streams through a fresh gateway")
         await measure_open_streams(cpu, log_dir, plan.workers, plan.open_streams, mem)
-    return checks, cells, mem
+    return checks, cells, mem, chain
 
 
 def raise_fd_limit() -> None:
@@ -115,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         os.sched_setaffinity(0, cpu.others)  # the load generator stays off the gateway's core
     progress(f"{'quick' if plan.quick else 'full'} run; {cpu.note}")
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
-        checks, cells, mem = asyncio.run(run(plan, cpu, Path(tmp), args.profile))
+        checks, cells, mem, chain = asyncio.run(run(plan, cpu, Path(tmp), args.profile))
     micro: list[MicroRow] = []
     if plan.micro:
         if cpu.gateway:
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         progress("micro-benchmarks")
         micro = run_micro(plan.quick)
     report = render_report(
-        plan, cpu, workers_note, checks, cells, mem, micro, time.perf_counter() - t0
+        plan, cpu, workers_note, checks, cells, mem, micro, time.perf_counter() - t0, chain
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

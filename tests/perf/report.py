@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from gateway import __version__
+from tests.perf.chain import ChainRow, render_chain
 from tests.perf.loadgen import Window, percentile
 from tests.perf.matrix import Cell, Check, Plan
 from tests.perf.memory import DRIP_INTERVAL, INFLIGHT_DELAY, Memory
@@ -295,6 +296,7 @@ def render_report(
     mem: Memory,
     micro: list[MicroRow],
     elapsed: float,
+    chain: list[ChainRow] | None = None,
 ) -> str:
     plain = [c for c in cells if not c.scenario.stream]
     streams = [c for c in cells if c.scenario.stream]
@@ -319,6 +321,10 @@ def render_report(
         "## Streaming (latency = whole stream)",
         "",
         render_cells(streams, STREAM_COLUMNS, "stream") if streams else "(not run)",
+        "",
+        "## Fallback chain, first target healthy (one gateway, alternating)",
+        "",
+        render_chain(chain) if chain else "(not run)",
         "",
         "## Memory",
         "",
