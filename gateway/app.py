@@ -204,6 +204,7 @@ def create_app(
         app[SAFEGUARDS] = Safeguards(
             effective, app[ROUTER], app[UPSTREAM], metrics, life, safeguard_prompt
         )
+        app[SAFEGUARDS].resilience = app[RESILIENCE]
         try:
             yield
         finally:

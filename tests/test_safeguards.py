@@ -519,3 +519,23 @@ async def test_the_wait_is_ended_by_shutdown(
     verdict = {"type": "unavailable", "reason": "timeout"}
     assert doc["safeguard_results"] == available({"call_rm": verdict, "call_write": verdict})
     assert took < 2
+
+
+async def test_the_classifier_falls_back_with_its_route(
+    make_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    """Issue 16: a route whose primary is down judges on its fallback, as it answers there."""
+    from tests.failover.conftest import dead_url
+
+    gw = await make_gateway(
+        upstreams={"down": {"base_url": dead_url(), "api_key_env": "TEST_UPSTREAM_KEY"},
+                   "default": {"base_url": upstream.url, "api_key_env": "TEST_UPSTREAM_KEY"}},
+        routes=[{"match": ["*"], "model": "gpt-5", "upstream": "down",
+                 "fallbacks": [{"upstream": "default", "model": "gpt-5-spare"}]}],
+    )  # fmt: skip
+    upstream.mock.enqueue(answer_with_two_calls())
+    status, doc, _ = await post(gw, body())
+    assert status == 200 and isinstance(doc, dict)
+    assert doc["safeguard_results"] == available({"call_rm": FLAGGED, "call_write": NOT_FLAGGED})
+    (cls,) = classifier_requests(upstream)
+    assert cls.body["model"] == "gpt-5-spare"  # the fallback target's own model

@@ -23,6 +23,7 @@ from ..context import RequestContext
 from ..dialects import DIALECTS
 from ..encoding import encode_json
 from ..errors import GatewayError, InvalidRequestError
+from ..failover.chain import Prepared, Resilience
 from ..lifecycle import Lifecycle
 from ..logs import log_event
 from ..metrics import Metrics
@@ -72,6 +73,8 @@ class Safeguards:
         self.lifecycle = lifecycle
         self.prompt = prompt
         self._routes: dict[str, Route] = {}
+        #: the app's fallback chains (issue 16); without it, the route's first target only
+        self.resilience: Resilience | None = None
 
     def case(self, req: MessagesRequest, route: Route) -> Case | None:
         """The request's check, or None when it asked for none."""
@@ -147,16 +150,25 @@ class Safeguards:
     ) -> dict[str, dict[str, Any]]:
         route = self.classifier_route(case.route)
         text = classifier_input(case.messages, case.context, calls, self.settings.max_context_chars)
-        body = encode_json(classifier_payload(route, self.prompt, text))
         sub = RequestContext(ctx.cid, ctx.request_id)  # the request's own summary stays intact
-        dialect = DIALECTS[route.dialect]
         life = self.lifecycle
+
+        def build(target: Route) -> Prepared:  # the route's fallbacks judge when it cannot
+            payload = classifier_payload(target, self.prompt, text)
+            return Prepared(DIALECTS[target.dialect].path, encode_json(payload))
+
         try:
             async with asyncio.timeout(self.settings.timeout) as deadline:
                 life.waits.add(deadline)  # a shutdown ends the wait: verdicts "unavailable"
                 try:
-                    resp = await self.upstream.send(route, dialect.path, body, sub)
-                    answer = await self.upstream.read_body(resp)
+                    if self.resilience is not None:
+                        opened = await self.resilience.open(route, build, sub, stream=False)
+                        opened.release()
+                        answer = opened.data or b""
+                    else:
+                        prepared = build(route)
+                        resp = await self.upstream.send(route, prepared.path, prepared.body, sub)
+                        answer = await self.upstream.read_body(resp)
                 finally:
                     life.waits.discard(deadline)
         except TimeoutError:

@@ -26,11 +26,25 @@ from tests.perf.servers import (
 )
 
 CHAIN_MODEL: Final = "bench-chain"
+#: a chain whose first target is down, its circuit opened by the warm-up and kept open
+OPEN_MODEL: Final = "bench-open"
 CHAIN_SCENARIOS: Final = ("small", "text50")
 CHAIN_CONCURRENCY: Final = 16
 CONFIG: Final = """
 [upstreams.spare]
 base_url = "{mock}/v1"
+
+[upstreams.down]
+base_url = "http://127.0.0.1:{dead}/v1"
+
+[fallback]
+breaker_cooldown = 3600
+
+[[routes]]
+match = ["{open}"]
+model = "gpt-5"
+upstream = "down"
+fallbacks = [{{upstream = "default", model = "gpt-5"}}]
 
 [[routes]]
 match = ["{chain}"]
@@ -49,13 +63,17 @@ class ChainRow:
     concurrency: int
     single: Window = field(default_factory=Window)
     chain: Window = field(default_factory=Window)
+    #: the chain whose first target's circuit is open: what skipping it costs
+    open: Window = field(default_factory=Window)
 
 
 async def measure_chain(
     plan: Plan, cpu: CpuPlan, log_dir: Path, scenarios: list[Scenario], mock_base: str
 ) -> list[ChainRow]:
     config = log_dir / "chain.toml"
-    config.write_text(CONFIG.format(mock=mock_base, chain=CHAIN_MODEL))
+    config.write_text(
+        CONFIG.format(mock=mock_base, chain=CHAIN_MODEL, open=OPEN_MODEL, dead=free_port())
+    )
     port = free_port()
     env = {**child_env(f"{mock_base}/v1"), "GATEWAY_CONFIG": str(config)}
     argv = [sys.executable, "-m", "gateway", "--host", HOST, "--port", str(port)]
@@ -71,14 +89,21 @@ async def measure_chain(
                 continue
             doc = orjson.loads(sc.anthropic)
             single = Request(url, sc.anthropic, gateway_headers(), sc.stream)
-            chained = Request(url, orjson.dumps({**doc, "model": CHAIN_MODEL}),
-                              gateway_headers(), sc.stream)  # fmt: skip
+            chained, skipping = (
+                Request(url, orjson.dumps({**doc, "model": m}), gateway_headers(), sc.stream)
+                for m in (CHAIN_MODEL, OPEN_MODEL)
+            )
             row = ChainRow(sc.name, c)
-            async with make_session(c) as s_single, make_session(c) as s_chain:
+            async with (
+                make_session(c) as s_single,
+                make_session(c) as s_chain,
+                make_session(c) as s_open,
+            ):
                 for r in range(max(plan.rounds, 2)):
                     warm = plan.first_warmup if r == 0 else plan.warmup
                     row.single.merge(await run_window(s_single, single, c, warm, plan.measure))
                     row.chain.merge(await run_window(s_chain, chained, c, warm, plan.measure))
+                    row.open.merge(await run_window(s_open, skipping, c, warm, plan.measure))
             rows.append(row)
     finally:
         proc.stop()
@@ -87,16 +112,17 @@ async def measure_chain(
 
 def render_chain(rows: list[ChainRow]) -> str:
     lines = [
-        "| scenario | c | single target /s | 3-target chain /s | chain ÷ single | p50 single ms "
-        "| p50 chain ms | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| scenario | c | single target /s | 3-target chain /s | chain ÷ single | first circuit "
+        "open /s | open ÷ single | p50 single ms | p50 chain ms | p50 open ms | errors |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
-        ratio = r.chain.rate / r.single.rate if r.single.rate else float("nan")
-        p50s = percentile(r.single.latency_ns, 50) / 1e6
-        p50c = percentile(r.chain.latency_ns, 50) / 1e6
+        base = r.single.rate or float("nan")
+        p50 = [percentile(w.latency_ns, 50) / 1e6 for w in (r.single, r.chain, r.open)]
+        errors = r.single.errors + r.chain.errors + r.open.errors
         lines.append(
             f"| {r.scenario} | {r.concurrency} | {r.single.rate:.0f} | {r.chain.rate:.0f} | "
-            f"{ratio:.3f} | {p50s:.2f} | {p50c:.2f} | {r.single.errors + r.chain.errors} |"
+            f"{r.chain.rate / base:.3f} | {r.open.rate:.0f} | {r.open.rate / base:.3f} | "
+            f"{p50[0]:.2f} | {p50[1]:.2f} | {p50[2]:.2f} | {errors} |"
         )
     return "\n".join(lines)

@@ -322,7 +322,7 @@ def render_report(
         "",
         render_cells(streams, STREAM_COLUMNS, "stream") if streams else "(not run)",
         "",
-        "## Fallback chain, first target healthy (one gateway, alternating)",
+        "## Fallback chains (one gateway, the three routes alternating)",
         "",
         render_chain(chain) if chain else "(not run)",
         "",
