@@ -133,6 +133,8 @@ def _warn(startup: Startup, env: Mapping[str, str]) -> None:
             file=sys.stderr,
             flush=True,
         )
+    for note in startup.notes:
+        print(f"messages-gateway: WARNING: {note}", file=sys.stderr, flush=True)
     if startup.signing.ephemeral:
         print(
             f"messages-gateway: WARNING: GATEWAY_SIGNING_KEY is unset and "

@@ -17,6 +17,10 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+from .accounts.dashboard import add_account_routes
+from .accounts.keyfile import KeyFileError
+from .accounts.ledger import Ledger, backend_for
+from .accounts.service import Accounts
 from .admission import InFlight
 from .anthropic.signatures import Signer
 from .batches import add_batch_routes
@@ -26,6 +30,7 @@ from .failover.keys import KeyPoolError, make_pools
 from .files import add_file_routes
 from .handlers import add_routes
 from .keys import (
+    ACCOUNTS,
     COUNTER,
     IN_FLIGHT,
     LIFECYCLE,
@@ -45,7 +50,7 @@ from .middleware import make_middleware
 from .routing import Router
 from .safeguards.classifier import Safeguards
 from .settings import Settings, UpstreamSettings
-from .startup import StartupError, api_keys_from, load_prompt, signing_keys
+from .startup import StartupError, api_keys_from, load_prompt, signing_keys, state_dir, writable
 from .upstream import UpstreamClient
 
 #: Seconds aiohttp gives handlers to finish after ``on_shutdown`` (``shutdown_timeout``). By then
@@ -97,6 +102,8 @@ def serve(app: web.Application, sock: socket.socket) -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
+            # SIGHUP: read the keys file again now (it is also watched for changes)
+            loop.add_signal_handler(signal.SIGHUP, app[ACCOUNTS].reload_if_configured)
             await stop.wait()
         finally:
             await runner.cleanup()
@@ -133,8 +140,14 @@ def create_app(
     in_flight = InFlight(settings.server.max_in_flight, settings.server.max_receiving)
     life = Lifecycle()
     metrics = Metrics(in_flight=lambda: in_flight.value, open_streams=lambda: len(life.streams))
+    try:
+        accounts = Accounts(settings, api_keys_from(env), metrics, make_ledger(settings, env))
+    except (KeyFileError, ValueError) as exc:
+        raise StartupError(str(exc)) from None
+    if accounts.ledger is not None:
+        accounts.ledger.on_dropped = metrics.ledger_dropped.inc
     middleware = make_middleware(
-        api_keys_from(env),
+        accounts,
         in_flight,
         metrics.observe,
         send_timeout=settings.timeouts.client_send,
@@ -146,6 +159,7 @@ def create_app(
     app[IN_FLIGHT] = in_flight
     app[LIFECYCLE] = life
     app[METRICS] = metrics
+    app[ACCOUNTS] = accounts
     app.on_shutdown.append(_drain)
     app[SIGNER] = Signer(signing_key or signing_keys(env).keys)
     safeguard_prompt = load_prompt(settings)
@@ -210,7 +224,39 @@ def create_app(
         finally:
             await session.close()
 
+    async def accounts_ctx(app: web.Application) -> AsyncIterator[None]:
+        await accounts.start()  # the ledger opens; keys are watched
+        try:
+            yield
+        finally:
+            await accounts.close()  # after the drain: every request's row is written
+
     if settings.mock:
         app.cleanup_ctx.append(mock_ctx)
+    app.cleanup_ctx.append(accounts_ctx)
     app.cleanup_ctx.append(upstream_ctx)
+    add_account_routes(app)
     return app
+
+
+def make_ledger(settings: Settings, env: Mapping[str, str]) -> Ledger | None:
+    """The usage ledger the settings ask for: PostgreSQL when ``ledger.dsn_env`` names a
+    variable holding a DSN, else SQLite at ``ledger.path`` (default: the state directory)."""
+    ls = settings.ledger
+    if not ls.enabled:
+        return None
+    dsn = ""
+    if ls.dsn_env:
+        dsn = env.get(ls.dsn_env, "").strip()
+        if not dsn:
+            raise StartupError(f"ledger.dsn_env: {ls.dsn_env} is not set")
+    if not ls.path and not writable(state_dir(env)):
+        log_event("ledger_off", logging.WARNING, reason="the state directory cannot be written")
+        return None
+    path = ls.path or str(state_dir(env) / "usage.db")
+    return Ledger(
+        backend_for(path, dsn),
+        batch_size=ls.batch_size,
+        flush_interval=ls.flush_interval,
+        max_pending=ls.max_pending,
+    )

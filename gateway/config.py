@@ -39,6 +39,8 @@ ENV_OVERRIDES: Final[dict[str, tuple[str, ...]]] = {
     "GATEWAY_MAX_ATTEMPTS": ("retries", "max_attempts"),
     "OPENAI_BASE_URL": ("upstreams", "default", "base_url"),
     "GATEWAY_MOCK": ("mock",),
+    "GATEWAY_KEYS_FILE": ("accounts", "keys_file"),
+    "GATEWAY_LEDGER_PATH": ("ledger", "path"),
 }
 
 

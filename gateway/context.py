@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -22,15 +22,19 @@ class RequestContext:
     """What one request's summary log line reports (allow-listed fields only)."""
 
     __slots__ = (
+        "account",
         "attempts",
         "cid",
         "error_type",
         "events",
         "fallbacks",
+        "key_name",
         "model",
         "outcome",
         "overhead_ms",
+        "reasoning",
         "request_id",
+        "reservation",
         "route",
         "sent_status",
         "skipped",
@@ -56,6 +60,13 @@ class RequestContext:
         self.target: str | None = None
         self.skipped = 0
         self.fallbacks: list[str] = []
+        #: the client key's name (issue 17): a named key's, "anonymous", or None (no auth)
+        self.key_name: str | None = None
+        #: the named key's live state (limits, budgets) and this request's token reservation
+        self.account: Any = None
+        self.reservation: list[float] | None = None
+        #: reasoning tokens the upstream counted (part of output_tokens)
+        self.reasoning = 0
         self.stream: bool | None = None
         self.upstream_status: int | None = None
         self.upstream_ms: float | None = None
@@ -80,6 +91,9 @@ class RequestContext:
             usage.cache_creation_input_tokens,
         )
         self.stop_reason = stop_reason
+        details = usage.output_tokens_details
+        if isinstance(details, dict):
+            self.reasoning = details.get("thinking_tokens", 0)
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.start) * 1000.0, 3)

@@ -7,6 +7,7 @@ from typing import Final
 
 from aiohttp import web
 
+from .accounts.service import Accounts
 from .admission import InFlight
 from .anthropic.signatures import Signer
 from .count_tokens import TokenCounter
@@ -33,3 +34,5 @@ SAFEGUARDS: Final = web.AppKey("safeguards", Safeguards)
 MOCK_URL: Final = web.AppKey("mock_url", str)
 #: fallback chains, circuit breakers, per-upstream limits (issue 16)
 RESILIENCE: Final = web.AppKey("resilience", Resilience)
+#: named client keys, limits, the usage ledger, the status page (issue 17)
+ACCOUNTS: Final = web.AppKey("accounts", Accounts)

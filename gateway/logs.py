@@ -55,6 +55,7 @@ ALLOWED_FIELDS: Final = frozenset(
         "count",
         "reason",
         "target",
+        "key_name",
         "skipped",
         "fallbacks",
         "key_source",

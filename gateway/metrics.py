@@ -21,6 +21,7 @@ from .context import RequestContext
 from .failover.breaker import STATE_VALUE
 
 MAX_MODELS: Final = 100
+MAX_KEYS: Final = 1000
 _MODEL_RE: Final = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 _LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _OVERHEAD_BUCKETS: Final = (
@@ -127,6 +128,33 @@ class Metrics:
             ["upstream", "event"],
             registry=r,
         )
+        self.key_requests = Counter(
+            "gateway_key_requests",
+            "Requests by named client key (keys file names, never keys) and HTTP status.",
+            ["key", "status"],
+            registry=r,
+        )
+        self.key_tokens = Counter(
+            "gateway_key_tokens",
+            "Tokens by named client key (input excludes cache reads and writes).",
+            ["key", "kind"],
+            registry=r,
+        )
+        self.key_cost = Counter(
+            "gateway_key_cost", "Cost by named client key ([prices]).", ["key"], registry=r
+        )
+        self.key_limited = Counter(
+            "gateway_key_limited",
+            "Requests refused by a key's limit (rpm, tpm, concurrent, daily_tokens, …).",
+            ["key", "limit"],
+            registry=r,
+        )
+        self.ledger_dropped = Counter(
+            "gateway_ledger_dropped",
+            "Usage rows dropped because the ledger's database did not keep up.",
+            registry=r,
+        )
+        self._keys: set[str] = set()
         in_flight_help = "/v1/messages* requests being handled."
         streams_help = "SSE streams open to clients."
         self.in_flight_gauge: Gauge | None = None
@@ -208,6 +236,30 @@ class Metrics:
 
     def key_event(self, upstream: str, event: str) -> None:
         self._child(self.key_events, upstream, event).inc()
+
+    def _key(self, name: str) -> str:
+        """A bounded label: the first MAX_KEYS key names, then ``other``."""
+        if name in self._keys:
+            return name
+        if len(self._keys) < MAX_KEYS:
+            self._keys.add(name)
+            return name
+        return "other"
+
+    def key_request(
+        self, name: str, status: int, usage: tuple[int, int, int, int] | None, cost: float
+    ) -> None:
+        key = self._key(name)
+        self._child(self.key_requests, key, str(status)).inc()
+        if usage:
+            for kind, n in zip(_TOKEN_KINDS, usage, strict=True):
+                if n:
+                    self._child(self.key_tokens, key, kind).inc(n)
+        if cost:
+            self._child(self.key_cost, key).inc(cost)
+
+    def key_limited_by(self, name: str, limit: str) -> None:
+        self._child(self.key_limited, self._key(name), limit).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

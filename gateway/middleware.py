@@ -7,7 +7,8 @@ this path is hot (issue 7). Its sections run in the design's order.
 from __future__ import annotations
 
 import asyncio
-import hmac
+import base64
+import binascii
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from typing import Final
 
 from aiohttp import web
 
+from .accounts.service import ANONYMOUS, Accounts
 from .admission import InFlight
 from .anthropic.ids import random_b62
 from .context import CORRELATION_HEADER, CTX_KEY, RequestContext
@@ -53,31 +55,35 @@ Observer = Callable[[RequestContext, int, str], None]
 
 
 def make_middleware(
-    api_keys: tuple[str, ...],
+    accounts: Accounts,
     in_flight: InFlight,
     observe: Observer | None = None,
     *,
     send_timeout: float = 30.0,
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Build the middleware; ``api_keys`` empty means inbound auth is off; ``observe`` is
-    called once per finished request (metrics); ``send_timeout`` bounds writing a response
-    that the handler returned unsent."""
-    keys = tuple(k.encode() for k in api_keys)
+    """Build the middleware; ``accounts`` knows the inbound keys (none: auth is off) and
+    records what each request used; ``observe`` is called once per finished request
+    (metrics); ``send_timeout`` bounds writing a response that the handler returned unsent."""
     open_paths = frozenset({"/", "/healthz", "/readyz", "/api/hello"})
 
-    def authorised(request: web.Request) -> bool:
+    def identify(request: web.Request, ctx: RequestContext) -> bool:
+        """Who the client is: ``x-api-key``, ``Authorization: Bearer``, or (the status page
+        in a browser) ``Authorization: Basic`` with the key as the password."""
         given = request.headers.get("x-api-key")
         if given is None:
             auth = request.headers.get("Authorization", "")
-            if auth[:7].lower() == "bearer ":
+            scheme = auth[:6].lower()
+            if scheme == "bearer":
                 given = auth[7:].strip()
+            elif scheme == "basic ":
+                given = _basic_password(auth[6:].strip())
         if not given:
             return False
-        raw = given.encode()
-        ok = False
-        for k in keys:  # no early exit: constant time over the key list
-            ok |= hmac.compare_digest(raw, k)
-        return ok
+        known, state = accounts.identify(given)
+        if known:
+            ctx.account = state
+            ctx.key_name = state.name if state is not None else ANONYMOUS
+        return known
 
     @web.middleware
     async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -95,8 +101,12 @@ def make_middleware(
         resp: web.StreamResponse | None = None
         try:
             # 2. inbound auth (health endpoints stay open)
-            if keys and path not in open_paths and not authorised(request):
-                raise AuthenticationError("invalid x-api-key")
+            if accounts.auth_on and path not in open_paths and not identify(request, ctx):
+                # a browser asks for the key (as a password) when the status page wants it
+                ask = {"WWW-Authenticate": 'Basic realm="messages-gateway"'}
+                raise AuthenticationError(
+                    "invalid x-api-key", headers=ask if path.startswith("/dashboard") else None
+                )
             # 3. overload guard: shed load with a retryable 529 rather than queue without end;
             # the in-flight slot itself is taken once the body is in (InFlight.admit)
             if path.startswith("/v1/messages"):
@@ -123,6 +133,7 @@ def make_middleware(
             ctx.outcome = ctx.outcome or "client_closed"
             in_flight.release(ctx)  # before the log line: metrics read the gauge
             status = _log_summary(request, ctx, None)
+            accounts.finish(ctx, status, path)
             if observe is not None:
                 observe(ctx, status, path)
             correlation_id.reset(reset)
@@ -143,6 +154,7 @@ def make_middleware(
                 await send_response(request, resp, send_timeout, ctx)
         finally:
             status = _log_summary(request, ctx, resp)
+            accounts.finish(ctx, status, path)
             if observe is not None:
                 observe(ctx, status, path)
             correlation_id.reset(reset)
@@ -181,6 +193,7 @@ def _log_summary(request: web.Request, ctx: RequestContext, resp: web.StreamResp
         method=request.method,
         path=request.path[:100],
         model=ctx.model,
+        key_name=ctx.key_name,
         route=ctx.route,
         target=ctx.target if ctx.target != ctx.route else None,
         skipped=ctx.skipped or None,
@@ -202,3 +215,11 @@ def _log_summary(request: web.Request, ctx: RequestContext, resp: web.StreamResp
         outcome=outcome,
     )
     return status
+
+
+def _basic_password(token: str) -> str | None:
+    try:
+        decoded = base64.b64decode(token, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[2] or None

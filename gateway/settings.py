@@ -217,6 +217,43 @@ class FilesSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     public_url: str = ""
 
 
+class AccountSettings(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Named client keys with limits (issue 17)."""
+
+    #: the named keys file (JSON; ``python -m gateway keys add NAME``); "" = none
+    keys_file: str = ""
+    #: seconds between looks at the keys file for changes (SIGHUP reloads it at once)
+    reload_interval: Seconds = 1.0
+
+
+class LedgerSettings(Struct, kw_only=True, forbid_unknown_fields=True):
+    """The usage ledger (issue 17): one row per /v1/messages* request."""
+
+    enabled: bool = True
+    #: the SQLite file; "" = ``usage.db`` in the state directory (beside the signing key)
+    path: str = ""
+    #: a variable holding a PostgreSQL DSN (``postgresql://user:pw@host/db``); "" = SQLite
+    dsn_env: str = ""
+    batch_size: Annotated[int, Meta(ge=1)] = 500
+    flush_interval: Seconds = 1.0
+    #: rows waiting for a database that does not keep up; beyond it they are counted, logged
+    #: and dropped (gateway_ledger_dropped_total)
+    max_pending: Annotated[int, Meta(ge=1000)] = 100_000
+    #: seconds between re-reads of each key's budget spend from the ledger (--workers)
+    refresh_interval: Seconds = 10.0
+
+
+class Price(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Prices per million tokens (any currency, used alike everywhere)."""
+
+    input: Annotated[float, Meta(ge=0)]
+    output: Annotated[float, Meta(ge=0)]
+    #: cached input read; absent = ``input``
+    cache_read: Annotated[float, Meta(ge=0)] | None = None
+    #: cache writes; absent = ``input``
+    cache_write: Annotated[float, Meta(ge=0)] | None = None
+
+
 class ModelSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     big: Annotated[str, Meta(min_length=1)] = DEFAULT_BIG_MODEL
     small: Annotated[str, Meta(min_length=1)] = DEFAULT_SMALL_MODEL
@@ -234,6 +271,10 @@ class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
     safeguards: SafeguardSettings = msgspec.field(default_factory=SafeguardSettings)
     files: FilesSettings = msgspec.field(default_factory=FilesSettings)
     fallback: FallbackSettings = msgspec.field(default_factory=FallbackSettings)
+    accounts: AccountSettings = msgspec.field(default_factory=AccountSettings)
+    ledger: LedgerSettings = msgspec.field(default_factory=LedgerSettings)
+    #: prices per upstream model (``gpt-5``) or target (``local:Qwen/Qwen3-8B``), for cost
+    prices: dict[str, Price] = {}
     upstreams: dict[str, UpstreamSettings] = msgspec.field(
         default_factory=lambda: {"default": UpstreamSettings()}
     )

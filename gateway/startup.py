@@ -22,6 +22,8 @@ from typing import Any, Final
 
 import msgspec
 
+from .accounts.keyfile import KeyFileError
+from .accounts.keyfile import load as load_keys
 from .config import load_settings
 from .failover.keys import KeyPoolError, pool_keys
 from .safeguards.prompt import DEFAULT_PROMPT
@@ -52,6 +54,8 @@ class Startup:
     settings: Settings
     api_keys: tuple[str, ...]
     signing: SigningKeys
+    #: warnings to print before serving (a ledger that had to be turned off)
+    notes: tuple[str, ...] = ()
 
 
 def state_dir(env: Mapping[str, str]) -> Path:
@@ -89,7 +93,7 @@ def signing_keys(env: Mapping[str, str], *, create: bool = True) -> SigningKeys:
         return SigningKeys((stored,), str(path))
     fresh = secrets.token_hex(32).encode()
     if not create:
-        return SigningKeys((fresh,), str(path), ephemeral=not _writable(path.parent))
+        return SigningKeys((fresh,), str(path), ephemeral=not writable(path.parent))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -108,10 +112,10 @@ def signing_keys(env: Mapping[str, str], *, create: bool = True) -> SigningKeys:
     return SigningKeys((fresh,), str(path))
 
 
-def _writable(directory: Path) -> bool:
+def writable(directory: Path) -> bool:
     for d in (directory, *directory.parents):
         if d.exists():
-            return os.access(d, os.W_OK)
+            return d.is_dir() and os.access(d, os.W_OK)
     return False
 
 
@@ -191,10 +195,45 @@ def resolve_startup(
             except KeyPoolError as exc:
                 raise StartupError(str(exc)) from None
     load_prompt(settings)  # StartupError when the operator's prompt file cannot be read
+    if settings.accounts.keys_file:
+        try:
+            load_keys(settings.accounts.keys_file)
+        except KeyFileError as exc:
+            raise StartupError(str(exc)) from None
     return Startup(
         settings=settings,
         api_keys=api_keys_from(env),
         signing=signing_keys(env, create=create_signing_key),
+        notes=check_ledger(settings, env),
+    )
+
+
+def check_ledger(settings: Settings, env: Mapping[str, str]) -> tuple[str, ...]:
+    """The ledger can be opened where the settings say (StartupError if not); the default
+    place, when it cannot be written, turns the ledger off with a warning instead."""
+    ls = settings.ledger
+    if not ls.enabled:
+        return ()
+    if ls.dsn_env:
+        if not env.get(ls.dsn_env, "").strip():
+            raise StartupError(f"ledger.dsn_env: {ls.dsn_env} is not set")
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise StartupError(
+                "ledger.dsn_env: PostgreSQL needs psycopg: pip install 'messages-gateway[postgres]'"
+            ) from None
+        return ()
+    if ls.path:
+        if ls.path != ":memory:" and not writable(Path(ls.path).parent):
+            raise StartupError(f"ledger.path: {ls.path!r}: its directory cannot be written")
+        return ()
+    if writable(state_dir(env)):
+        return ()
+    settings.ledger.enabled = False
+    return (
+        f"the usage ledger is OFF: {state_dir(env)} cannot be written (set ledger.path or "
+        "GATEWAY_LEDGER_PATH); budgets then start from zero at each restart",
     )
 
 

@@ -54,6 +54,7 @@ def make_settings(upstream_url: str, **sections: Any) -> Settings:
             "default": {"base_url": upstream_url, "api_key_env": UPSTREAM_KEY_ENV},
         },
         "retries": {"max_attempts": 1, "backoff_base": 0.01, "backoff_max": 0.05},
+        "ledger": {"path": ":memory:"},  # nothing written outside the test
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(doc.get(key), dict):

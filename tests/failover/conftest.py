@@ -61,6 +61,7 @@ def chain_gateway(aiohttp_server: Any, mocks: list[Upstream]) -> ChainFactory:
         doc: dict[str, Any] = {
             "upstreams": ups,
             "retries": {"max_attempts": 1, "backoff_base": 0.01, "backoff_max": 0.05},
+            "ledger": {"path": ":memory:"},  # nothing written outside the test
             "routes": [
                 {
                     "match": ["*"],

@@ -1,0 +1,277 @@
+"""Accounts: who a request is (named key or anonymous), whether its key's limits let it in,
+and what it used once it ends (the ledger row, the key's budgets, metrics, the live stats).
+
+The middleware calls :meth:`identify` and :meth:`finish`; the messages handler calls
+:meth:`admit` once it knows the model and the body's size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..context import RequestContext
+from ..logs import log_event
+from ..metrics import Metrics
+from ..settings import Price, Settings
+from .keyfile import KeyFileError, hash_key, load
+from .ledger import Ledger
+from .limits import KeyState, LimitExceeded, period_start
+from .stats import LiveStats
+
+ANONYMOUS = "anonymous"
+
+
+class Accounts:
+    def __init__(
+        self,
+        settings: Settings,
+        anonymous_keys: tuple[str, ...],
+        metrics: Metrics | None = None,
+        ledger: Ledger | None = None,
+    ) -> None:
+        self.path = settings.accounts.keys_file
+        self.reload_interval = settings.accounts.reload_interval
+        self.refresh_interval = settings.ledger.refresh_interval
+        self.anonymous = frozenset(hash_key(k) for k in anonymous_keys)
+        self.states: dict[str, KeyState] = {}
+        self.by_hash: dict[str, KeyState] = {}
+        self.prices: Mapping[str, Price] = settings.prices
+        self._costs: dict[str, Price | None] = {}
+        self.metrics = metrics
+        self.ledger = ledger
+        self.stats = LiveStats()
+        self._stamp: tuple[int, int, int] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        if self.path:
+            self.reload(strict=True)
+
+    @property
+    def auth_on(self) -> bool:
+        """Inbound keys are required: anonymous keys set, or a keys file configured (a file
+        with no key yet lets nobody in: fail closed)."""
+        return bool(self.anonymous or self.path)
+
+    @property
+    def open_admin(self) -> bool:
+        """No inbound keys at all (a laptop on loopback): the status page needs none either."""
+        return not self.auth_on
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def identify(self, given: str) -> tuple[bool, KeyState | None]:
+        """(known, its named state); anonymous keys are known with no state."""
+        h = hash_key(given)
+        state = self.by_hash.get(h)
+        if state is not None:
+            return True, state
+        return h in self.anonymous, None
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def reload(self, *, strict: bool = False) -> bool:
+        """Read the keys file again; a key's windows and budgets survive (by name). A broken
+        file keeps the keys in force and says why (``strict``: raise, at start-up)."""
+        stamp = self._stat()
+        try:
+            doc = load(self.path)
+        except KeyFileError as exc:
+            if strict:
+                raise
+            log_event("keys_reload_failed", logging.ERROR, reason=str(exc)[:200])
+            self._stamp = stamp
+            return False
+        states: dict[str, KeyState] = {}
+        by_hash: dict[str, KeyState] = {}
+        for entry in doc.keys:
+            state = self.states.get(entry.name)
+            if state is None:
+                state = KeyState(entry)
+            else:
+                state.entry = entry
+            states[entry.name] = state
+            if not entry.disabled:
+                by_hash[entry.hash] = state
+        self.states, self.by_hash, self._stamp = states, by_hash, stamp
+        log_event("keys_loaded", count=len(by_hash), where=Path(self.path).name)
+        return True
+
+    def reload_if_configured(self) -> None:
+        """SIGHUP: read the keys file again, changed or not."""
+        if self.path:
+            self.reload()
+
+    def reload_if_changed(self) -> None:
+        if self.path and self._stat() != self._stamp:
+            self.reload()
+
+    # -- limits ----------------------------------------------------------------------------
+
+    def admit(self, ctx: RequestContext, model: str, estimate: int) -> None:
+        """The named key's limits, before the upstream is asked (raises LimitExceeded or a
+        403 for a model the key may not use)."""
+        state = ctx.account
+        if state is None:
+            return
+        try:
+            ctx.reservation = state.admit(model, estimate)
+        except LimitExceeded as exc:
+            if self.metrics is not None:
+                self.metrics.key_limited_by(state.name, exc.limit)
+            raise
+
+    def check_model(self, ctx: RequestContext, model: str) -> None:
+        state = ctx.account
+        if state is not None and not state.allows_model(model):
+            from ..errors import PermissionDeniedError
+
+            raise PermissionDeniedError(
+                f"key {state.name!r} may not use model {model[:100]!r} (keys file: models)"
+            )
+
+    def cost(self, target: str | None, usage: tuple[int, int, int, int] | None) -> float:
+        if not usage or not self.prices or not target:
+            return 0.0
+        if target in self._costs:
+            price = self._costs[target]
+        else:
+            price = self.prices.get(target) or self.prices.get(target.partition(":")[2])
+            if len(self._costs) < 4096:
+                self._costs[target] = price
+        if price is None:
+            return 0.0
+        inp, out, read, write = usage
+        cr = price.input if price.cache_read is None else price.cache_read
+        cw = price.input if price.cache_write is None else price.cache_write
+        return (inp * price.input + out * price.output + read * cr + write * cw) / 1e6
+
+    # -- the end of a request --------------------------------------------------------------
+
+    def finish(self, ctx: RequestContext, status: int, path: str) -> None:
+        """Record what the request used: its key's window and budgets, the ledger row, the
+        live stats and the per-key metrics. Cheap: this runs for every request."""
+        if not path.startswith("/v1/messages"):
+            return
+        usage = ctx.usage
+        target = ctx.target or ctx.route
+        cost = self.cost(target, usage) if usage else 0.0
+        tokens = usage[0] + usage[1] + usage[3] if usage else 0
+        state = ctx.account
+        if state is not None and ctx.reservation is not None:
+            state.settle(ctx.reservation, tokens, cost)
+            ctx.reservation = None
+        name = ctx.key_name or ""
+        ms = ctx.elapsed_ms()
+        if self.ledger is not None:
+            u = usage or (0, 0, 0, 0)
+            model = ctx.model[:200] if ctx.model else None
+            self.ledger.record((
+                time.time(), ctx.request_id, name, path[:100], ctx.route, target, model,
+                status, ctx.error_type, "true" if ctx.stream else "false", u[0], u[1], u[2],
+                u[3], ctx.reasoning, cost, ms,
+            ))  # fmt: skip
+        self.stats.observe(status, ms, ctx.error_type, ctx.route, name or ANONYMOUS)
+        if self.metrics is not None and name:
+            self.metrics.key_request(name, status, usage, cost)
+
+    # -- background: reloads and budget refreshes -------------------------------------------
+
+    async def start(self) -> None:
+        if self.ledger is not None:
+            await self.ledger.start()
+            if self.states:
+                await self.refresh()
+        if self.path:
+            self._tasks.append(asyncio.create_task(self._watch(), name="keys-watch"))
+        if self.ledger is not None:
+            self._tasks.append(asyncio.create_task(self._refresher(), name="budget-refresh"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.ledger is not None:
+            await self.ledger.close()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.reload_interval)
+            self.reload_if_changed()
+
+    async def _refresher(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_interval)
+            if any(_has_budget(s) for s in self.states.values()):
+                try:
+                    await self.refresh()
+                except Exception as exc:  # the database is down: budgets keep counting here
+                    log_event("budget_refresh_failed", logging.ERROR,
+                              error_class=type(exc).__name__)  # fmt: skip
+
+    async def refresh(self) -> None:
+        """Each key's spend this day and month: the ledger's rows (every worker's) plus this
+        process's rows not written yet."""
+        assert self.ledger is not None
+        now = time.time()
+        day0, month0 = period_start(now, False), period_start(now, True)
+        totals = await self.ledger.totals(day0, month0)
+        # No await from here on: the rows still pending are exactly those not in ``totals``.
+        pending: dict[str, list[float]] = {}
+        for row in self.ledger.pending:
+            ts, key = row[0], row[2]
+            if key and ts >= month0:
+                t = row[10] + row[11] + row[13]
+                acc = pending.setdefault(key, [0, 0.0, 0, 0.0])
+                acc[2] += t
+                acc[3] += row[15]
+                if ts >= day0:
+                    acc[0] += t
+                    acc[1] += row[15]
+        for name, state in self.states.items():
+            d_t, d_c, m_t, m_c = totals.get(name, (0, 0.0, 0, 0.0))
+            p = pending.get(name, [0, 0.0, 0, 0.0])
+            state._roll(now)
+            state.today.tokens, state.today.cost = int(d_t + p[0]), d_c + p[1]
+            state.this_month.tokens, state.this_month.cost = int(m_t + p[2]), m_c + p[3]
+
+    def status(self) -> dict[str, Any]:
+        """Each named key's limits and spend, for the status page (no hashes, no keys)."""
+        out = []
+        for name, state in sorted(self.states.items()):
+            e = state.entry
+            out.append({
+                "name": name, "admin": e.admin, "disabled": e.disabled, "models": e.models,
+                "limits": {k: v for k, v in _limits(e).items() if v is not None},
+                "in_flight": state.active,
+                "today": {"tokens": state.today.tokens, "cost": round(state.today.cost, 6)},
+                "month": {"tokens": state.this_month.tokens,
+                          "cost": round(state.this_month.cost, 6)},
+            })  # fmt: skip
+        return {"keys": out, "anonymous_keys": len(self.anonymous)}
+
+
+def _limits(entry: Any) -> dict[str, Any]:
+    import msgspec
+
+    return msgspec.structs.asdict(entry.limits)
+
+
+def _has_budget(state: KeyState) -> bool:
+    lim = state.entry.limits
+    return any(
+        v is not None
+        for v in (lim.daily_tokens, lim.monthly_tokens, lim.daily_cost, lim.monthly_cost)
+    )
