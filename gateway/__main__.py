@@ -52,6 +52,11 @@ the mock:
   trying the gateway without a key. Without --mock, a route whose upstream key is missing
   stops start-up with a message naming the variable.
 
+keys and usage (python -m gateway keys --help, python -m gateway usage --help):
+  keys add NAME [--admin] [--rpm N] …   a named client key, printed once (keys file: hash)
+  keys list | keys revoke NAME          the keys file's names and limits; disable one
+  usage --by key --since 7d             totals from the usage ledger
+
 exit status: 0 after a clean shutdown (SIGTERM / SIGINT), 2 for a problem found at start-up.
 """
 
@@ -147,6 +152,14 @@ def _warn(startup: Startup, env: Mapping[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    rest = sys.argv[1:] if argv is None else argv
+    if (rest and rest[0] in ("keys", "usage")) or (
+        rest[:1] == ["--config"] and rest[2:3] in (["keys"], ["usage"])
+    ):
+        from .accounts.cli import main as accounts_main  # named keys and the usage ledger
+
+        accounts_main(rest)
+        return
     args = parse_args(argv)
     env = os.environ
     try:

@@ -38,7 +38,7 @@ from .errors import GatewayError, InvalidRequestError, NotFoundError
 from .files import files_route, upstream_json
 from .handlers import translate_request
 from .intake import decode_request, receive
-from .keys import ROUTER, SETTINGS, SIGNER, UPSTREAM
+from .keys import ACCOUNTS, ROUTER, SETTINGS, SIGNER, UPSTREAM
 from .schemas.anthropic import MessagesRequest
 from .settings import Route
 
@@ -80,6 +80,7 @@ def _translate(
     if req.stream:
         raise InvalidRequestError(f"requests.{index}.params.stream: not supported in a batch")
     check_tools(req.tools)
+    app[ACCOUNTS].check_model(request[CTX_KEY], req.model)
     route = app[ROUTER].resolve(req.model)
     if not route.hosted_tools and hosted_tools(req):
         raise InvalidRequestError(

@@ -33,6 +33,7 @@ from .errors import (
 from .failover.chain import Opened, Prepared
 from .intake import decode_request, receive
 from .keys import (
+    ACCOUNTS,
     COUNTER,
     LIFECYCLE,
     METRICS,
@@ -73,6 +74,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
     ctx.route = route.name
     stream = req.stream or request.path.endswith("/stream")
     ctx.stream = stream
+    # the named key's limits (issue 17): the estimate is the body's size / 4, until the
+    # answer's usage replaces it
+    app[ACCOUNTS].admit(ctx, req.model, len(raw) // 4)
     # Claude Code's auto mode: the answer's tool calls get verdicts (never sent upstream)
     guard = app[SAFEGUARDS].case(req, route) if req.safeguards else None
     signer: Signer = app[SIGNER]
@@ -203,6 +207,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     counted = decode_request(await receive(request, ctx), COUNT_TOKENS_DECODER)
     check_tools(counted.tools)
     ctx.model = counted.model
+    request.app[ACCOUNTS].check_model(ctx, counted.model)
     route = request.app[ROUTER].resolve(counted.model)
     ctx.route = route.name
     # The count endpoint takes no max_tokens; the translation needs one and ignores it here.
