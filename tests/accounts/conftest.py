@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +73,45 @@ async def get(gw: TestServer, path: str, key: str | None = None) -> tuple[int, A
     headers = {"x-api-key": key} if key else {}
     async with aiohttp.ClientSession() as s, s.get(gw.make_url(path), headers=headers) as r:
         return r.status, await r.json() if r.content_type == "application/json" else await r.text()
+
+
+# ---------------------------------------------------------------------------------------------
+# A real PostgreSQL server (Debian's postgresql), started for the session and stopped after.
+
+
+def _pg_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    if not found:
+        raise RuntimeError(
+            "PostgreSQL is not installed (Debian: apt-get install postgresql); .ci/run installs it"
+        )
+    return found[-1].parent
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A DSN of a fresh PostgreSQL cluster on a free loopback port (trust auth)."""
+    bindir = _pg_bin()
+    base = Path(tempfile.mkdtemp(prefix="gateway-pg-"))
+    base.chmod(0o755)
+    data, log = base / "data", base / "log"
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: its own user runs it
+        shutil.chown(base, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def run(*argv: str) -> None:
+        subprocess.run([*as_user, *argv], check=True, capture_output=True, timeout=120)
+
+    run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "gateway", "--no-sync")
+    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "start")
+    try:
+        yield f"postgresql://gateway@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                        "stop"], capture_output=True, timeout=60, check=False)  # fmt: skip
+        shutil.rmtree(base, ignore_errors=True)
