@@ -24,6 +24,9 @@ HASH_PREFIX: Final = "sha256:"
 _HASH_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
+#: names the logs and metrics use for keys that are not named ones
+RESERVED: Final = frozenset({"anonymous", "unauthenticated", "other"})
+
 PositiveInt = Annotated[int, Meta(ge=1)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
 
@@ -94,6 +97,8 @@ def parse(data: bytes, where: str) -> KeyFile:
         at = f"keys file {where}: keys[{i}]"
         if not _NAME_RE.match(entry.name):
             raise KeyFileError(f"{at}.name {entry.name!r}: letters, digits, . _ @ - (≤ 64)")
+        if entry.name in RESERVED:
+            raise KeyFileError(f"{at}.name {entry.name!r} is reserved (logs and metrics use it)")
         if not _HASH_RE.match(entry.hash):
             raise KeyFileError(f"{at}.hash: expected sha256: and 64 hex digits")
         if entry.name in names:
@@ -131,4 +136,4 @@ def save(path: str | Path, doc: KeyFile) -> None:
 
 
 def valid_name(name: str) -> bool:
-    return bool(_NAME_RE.match(name))
+    return bool(_NAME_RE.match(name)) and name not in RESERVED

@@ -171,8 +171,13 @@ class Accounts:
         if state is not None and ctx.reservation is not None:
             state.settle(ctx.reservation, tokens, cost)
             ctx.reservation = None
-        name = ctx.key_name or ""
+        name = state.name if state is not None else ""  # "" in the ledger: anonymous
         ms = ctx.elapsed_ms()
+        if ctx.key_name is None and self.auth_on:
+            # refused before anyone was known: not a client's usage (a flood of bad keys must
+            # not grow the ledger); the live stats still show the error
+            self.stats.observe(status, ms, ctx.error_type, ctx.route, "unauthenticated")
+            return
         if self.ledger is not None:
             u = usage or (0, 0, 0, 0)
             model = ctx.model[:200] if ctx.model else None
@@ -182,8 +187,8 @@ class Accounts:
                 u[3], ctx.reasoning, cost, ms,
             ))  # fmt: skip
         self.stats.observe(status, ms, ctx.error_type, ctx.route, name or ANONYMOUS)
-        if self.metrics is not None and name:
-            self.metrics.key_request(name, status, usage, cost)
+        if self.metrics is not None and ctx.key_name:
+            self.metrics.key_request(ctx.key_name, status, usage, cost)
 
     # -- background: reloads and budget refreshes -------------------------------------------
 

@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.perf.accounts import ACCOUNT_SCENARIOS, AccountRow, measure_accounts
 from tests.perf.chain import CHAIN_SCENARIOS, ChainRow, measure_chain
 from tests.perf.matrix import Cell, Check, Plan, run_matrix, validate, warm_up
 from tests.perf.memory import Memory, measure_inflight, measure_open_streams
@@ -43,9 +44,12 @@ from tests.perf.servers import (
 
 async def run(
     plan: Plan, cpu: CpuPlan, log_dir: Path, profile: Path | None
-) -> tuple[list[Check], list[Cell], Memory, list[ChainRow]]:
+) -> tuple[list[Check], list[Cell], Memory, list[ChainRow], list[AccountRow]]:
     mem = Memory()
     chain: list[ChainRow] = []
+    accounts: list[AccountRow] = []
+    # every gateway started here keeps its state (signing key, usage ledger) in the run's dir
+    os.environ["XDG_STATE_HOME"] = str(log_dir)
     servers = await start_servers(cpu, log_dir, plan.workers)
     try:
         scenarios = build_scenarios(plan.scenarios, servers.mock.base + "/v1", SIGNING_KEY.encode())
@@ -65,12 +69,15 @@ async def run(
         if any(sc.name in CHAIN_SCENARIOS for sc in scenarios):
             progress("fallback chain: single target vs a three-target chain, first healthy")
             chain = await measure_chain(plan, cpu, log_dir, scenarios, servers.mock.base)
+        if any(sc.name in ACCOUNT_SCENARIOS for sc in scenarios):
+            progress("accounts: a named key with limits and the ledger vs a plain gateway")
+            accounts = await measure_accounts(plan, cpu, log_dir, scenarios, servers.mock.base)
     finally:
         stop_servers(servers)
     if plan.open_streams:
         progress(f"memory: {plan.open_streams} open streams through a fresh gateway")
         await measure_open_streams(cpu, log_dir, plan.workers, plan.open_streams, mem)
-    return checks, cells, mem, chain
+    return checks, cells, mem, chain, accounts
 
 
 def raise_fd_limit() -> None:
@@ -120,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         os.sched_setaffinity(0, cpu.others)  # the load generator stays off the gateway's core
     progress(f"{'quick' if plan.quick else 'full'} run; {cpu.note}")
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
-        checks, cells, mem, chain = asyncio.run(run(plan, cpu, Path(tmp), args.profile))
+        checks, cells, mem, chain, accounts = asyncio.run(run(plan, cpu, Path(tmp), args.profile))
     micro: list[MicroRow] = []
     if plan.micro:
         if cpu.gateway:
@@ -128,7 +135,16 @@ def main(argv: list[str] | None = None) -> None:
         progress("micro-benchmarks")
         micro = run_micro(plan.quick)
     report = render_report(
-        plan, cpu, workers_note, checks, cells, mem, micro, time.perf_counter() - t0, chain
+        plan,
+        cpu,
+        workers_note,
+        checks,
+        cells,
+        mem,
+        micro,
+        time.perf_counter() - t0,
+        chain,
+        accounts,
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

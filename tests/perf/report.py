@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from gateway import __version__
+from tests.perf.accounts import AccountRow, render_accounts
 from tests.perf.chain import ChainRow, render_chain
 from tests.perf.loadgen import Window, percentile
 from tests.perf.matrix import Cell, Check, Plan
@@ -297,6 +298,7 @@ def render_report(
     micro: list[MicroRow],
     elapsed: float,
     chain: list[ChainRow] | None = None,
+    accounts: list[AccountRow] | None = None,
 ) -> str:
     plain = [c for c in cells if not c.scenario.stream]
     streams = [c for c in cells if c.scenario.stream]
@@ -325,6 +327,10 @@ def render_report(
         "## Fallback chains (one gateway, the three routes alternating)",
         "",
         render_chain(chain) if chain else "(not run)",
+        "",
+        "## Named keys, limits and the usage ledger (two gateways, alternating)",
+        "",
+        render_accounts(accounts) if accounts else "(not run)",
         "",
         "## Memory",
         "",
