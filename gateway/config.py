@@ -41,6 +41,8 @@ ENV_OVERRIDES: Final[dict[str, tuple[str, ...]]] = {
     "GATEWAY_MOCK": ("mock",),
     "GATEWAY_KEYS_FILE": ("accounts", "keys_file"),
     "GATEWAY_LEDGER_PATH": ("ledger", "path"),
+    "GATEWAY_REDIS_URL": ("redis", "url"),
+    "GATEWAY_TRACING": ("tracing", "enabled"),
 }
 
 

@@ -254,6 +254,32 @@ class Price(Struct, kw_only=True, forbid_unknown_fields=True):
     cache_write: Annotated[float, Meta(ge=0)] | None = None
 
 
+class RedisSettings(Struct, kw_only=True, forbid_unknown_fields=True):
+    """State shared by a fleet of gateways (issue 18): per-key limits and concurrency, the
+    count_tokens cache, circuit breakers, key revocations. "" = everything in process."""
+
+    #: ``redis://[:password@]host:6379/0`` (Valkey too); env GATEWAY_REDIS_URL
+    url: str = ""
+    #: prefix of every key the gateway writes (several fleets can share one Redis)
+    prefix: str = "mgw:"
+    #: the longest one Redis call may take; beyond it the gateway uses its local state
+    timeout: Seconds = 0.25
+    #: seconds between attempts to reach Redis again while it is down
+    retry_interval: Seconds = 2.0
+
+
+class TracingSettings(Struct, kw_only=True, forbid_unknown_fields=True):
+    """OpenTelemetry traces (issue 18; ``pip install 'messages-gateway[otel]'``)."""
+
+    enabled: bool = False
+    #: OTLP/HTTP traces endpoint; "" = OTEL_EXPORTER_OTLP_TRACES_ENDPOINT /
+    #: OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318/v1/traces
+    endpoint: str = ""
+    service_name: str = "messages-gateway"
+    #: the share of requests traced (a client's sampled ``traceparent`` is always followed)
+    sample_ratio: Annotated[float, Meta(ge=0, le=1)] = 1.0
+
+
 class ModelSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     big: Annotated[str, Meta(min_length=1)] = DEFAULT_BIG_MODEL
     small: Annotated[str, Meta(min_length=1)] = DEFAULT_SMALL_MODEL
@@ -273,6 +299,8 @@ class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
     fallback: FallbackSettings = msgspec.field(default_factory=FallbackSettings)
     accounts: AccountSettings = msgspec.field(default_factory=AccountSettings)
     ledger: LedgerSettings = msgspec.field(default_factory=LedgerSettings)
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
     #: prices per upstream model (``gpt-5``) or target (``local:Qwen/Qwen3-8B``), for cost
     prices: dict[str, Price] = {}
     upstreams: dict[str, UpstreamSettings] = msgspec.field(
