@@ -12,7 +12,7 @@ ARGS ?=
 # never serves fake answers unless told to.
 MOCK_FLAG := $(if $(or $(OPENAI_API_KEY),$(GATEWAY_CONFIG),$(findstring --config,$(ARGS))),,--mock)
 
-.PHONY: venv test-venv run mock test lint typecheck unit e2e bench locust soak clean
+.PHONY: venv test-venv run mock test lint typecheck unit e2e bench locust soak fleet clean
 
 # What running needs, and nothing else.
 $(STAMP): pyproject.toml
@@ -51,6 +51,12 @@ unit: test-venv
 ## Only the end-to-end run of the real Claude Code CLI (installed with npm into .cache/).
 e2e: test-venv
 	$(BIN)/python -m pytest tests/e2e
+
+## The fleet test, a minute long: 3 gateways behind nginx, Redis shared, a SIGTERM and a Redis
+## restart under load (the suite runs an 8-second version). FLEET_SECONDS to change it.
+FLEET_SECONDS ?= 60
+fleet: test-venv
+	$(BIN)/python -m tests.fleet.harness --seconds $(FLEET_SECONDS)
 
 ## The benchmark: mock vs gateway in one run; writes bench-results/latest.md.
 bench: test-venv

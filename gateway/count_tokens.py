@@ -14,8 +14,8 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any, Final
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 import orjson
@@ -26,6 +26,9 @@ from .errors import GatewayError
 from .logs import log_event
 from .settings import Route
 from .upstream import UpstreamClient
+
+if TYPE_CHECKING:
+    from .shared import Shared
 
 #: Keys the Responses ``input_tokens`` endpoint accepts (openai ``input_token_count_params``).
 _COUNT_KEYS: Final = frozenset(
@@ -159,10 +162,19 @@ class TokenCounter:
     the others are waiting for (issue 10 item 12).
     """
 
-    def __init__(self, upstream: UpstreamClient, *, size: int = 2048, ttl: float = 600.0) -> None:
+    def __init__(
+        self,
+        upstream: UpstreamClient,
+        *,
+        size: int = 2048,
+        ttl: float = 600.0,
+        shared: Shared | None = None,
+    ) -> None:
         self.upstream = upstream
         self.size = size
         self.ttl = ttl
+        #: a fleet's Redis: the cache and the coalescing span every gateway (issue 18)
+        self.shared = shared
         self._cache: OrderedDict[bytes, tuple[float, int]] = OrderedDict()
         self._inflight: dict[bytes, asyncio.Task[int]] = {}
         self.upstream_calls = 0
@@ -177,7 +189,10 @@ class TokenCounter:
             return hit[1]
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._count(body, payload, route, ctx))
+            work = self._count(body, payload, route, ctx)
+            if self.shared is not None and self.shared.up:
+                work = self._fleet_count(key, work)
+            task = asyncio.get_running_loop().create_task(work)
             self._inflight[key] = task
             task.add_done_callback(lambda t: self._settle(key, t))
         return await asyncio.shield(task)
@@ -191,6 +206,41 @@ class TokenCounter:
         self._cache[key] = (time.monotonic(), task.result())
         if len(self._cache) > self.size:
             self._cache.popitem(last=False)
+
+    async def _fleet_count(self, key: bytes, work: Coroutine[Any, Any, int]) -> int:
+        """The count from the fleet's cache, or made once for the whole fleet: the gateway
+        that takes the lock asks the upstream, the others wait for its answer (bounded);
+        Redis down or the lock holder gone, each counts for itself."""
+        shared = self.shared
+        assert shared is not None
+        name = f"{shared.prefix}count:{key.hex()}"
+        try:
+            cached = await shared.call("count_get", lambda c: c.get(name))
+            if cached is not None:
+                return int(cached)
+            took = await shared.call("count_lock", lambda c: _set_nx(c, name + ":lock", 10_000))
+            if took is False:
+                async with asyncio.timeout(FLEET_WAIT):
+                    while True:
+                        await asyncio.sleep(0.025)
+                        found = await shared.call("count_wait", lambda c: _get_or_gone(c, name))
+                        if found is None or found == b"gone":
+                            break  # Redis down, or the holder failed: count here
+                        if found != b"wait":
+                            return int(found)
+            try:
+                n = await work
+            except BaseException:
+                if took:  # let the others count for themselves at once
+                    shared.spawn(shared.call("count_unlock", lambda c: c.delete(name + ":lock")))
+                raise
+            if took:
+                await shared.call("count_set", lambda c: _publish_count(c, name, n, self.ttl))
+            return n
+        except TimeoutError:
+            return await work
+        finally:
+            work.close()  # never awaited when the fleet answered: no "never awaited" warning
 
     async def _count(
         self, body: bytes, payload: dict[str, Any], route: Route, ctx: RequestContext
@@ -210,3 +260,27 @@ class TokenCounter:
         # In a thread: the first use loads the vocabulary (~0.4 s), and a 150 KB request takes
         # milliseconds to tokenize; neither may stall the event loop.
         return await asyncio.to_thread(local_count, payload)
+
+
+#: how long a gateway waits for another one's count before making its own
+FLEET_WAIT: Final = 10.0
+
+
+async def _set_nx(client: Any, name: str, ms: int) -> bool:
+    return bool(await client.set(name, b"1", nx=True, px=ms))
+
+
+async def _get_or_gone(client: Any, name: str) -> bytes:
+    """The fleet's count; ``wait`` while another gateway holds the lock; ``gone`` when it
+    let go without a count (its upstream call failed)."""
+    value, lock = await client.mget(name, name + ":lock")
+    if value is not None:
+        return bytes(value)
+    return b"wait" if lock is not None else b"gone"
+
+
+async def _publish_count(client: Any, name: str, n: int, ttl: float) -> None:
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.set(name, n, ex=max(1, int(ttl)))
+        pipe.delete(name + ":lock")
+        await pipe.execute()

@@ -154,6 +154,14 @@ class Metrics:
             "Usage rows dropped because the ledger's database did not keep up.",
             registry=r,
         )
+        self.redis_up = Gauge(
+            "gateway_redis_up",
+            "1 while the fleet's Redis (host:port) answers, 0 while this gateway runs on local "
+            "state (absent without redis.url).",
+            ["redis"],
+            multiprocess_mode="livemin",
+            registry=r,
+        )
         self._keys: set[str] = set()
         in_flight_help = "/v1/messages* requests being handled."
         streams_help = "SSE streams open to clients."
@@ -260,6 +268,9 @@ class Metrics:
 
     def key_limited_by(self, name: str, limit: str) -> None:
         self._child(self.key_limited, self._key(name), limit).inc()
+
+    def redis_state(self, where: str, up: bool) -> None:
+        self._child(self.redis_up, where).set(1 if up else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

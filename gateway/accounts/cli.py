@@ -90,6 +90,8 @@ def keys_command(args: argparse.Namespace, settings: Settings) -> None:
         found[0].disabled = True
         save(path, doc)
         print(f"revoked {args.name!r} in {path}", file=sys.stderr)
+        if settings.redis.url:
+            _revoke_in_fleet(settings, found[0].hash)
         return
     if not valid_name(args.name):
         raise SystemExit("messages-gateway: a name is letters, digits, . _ @ - (≤ 64)")
@@ -103,6 +105,26 @@ def keys_command(args: argparse.Namespace, settings: Settings) -> None:
     save(path, doc)
     print(key)
     print(f"added {args.name!r} to {path}; the key above is shown once", file=sys.stderr)
+
+
+def _revoke_in_fleet(settings: Settings, key_hash: str) -> None:
+    """Tell every gateway of the fleet at once, through its Redis (each also rereads its
+    keys file; this covers the copies of the file a rollout has not reached yet)."""
+    import redis
+
+    prefix = settings.redis.prefix
+    try:
+        client = redis.Redis.from_url(settings.redis.url, socket_timeout=5,
+                                      socket_connect_timeout=5)  # fmt: skip
+        client.sadd(prefix + "revoked", key_hash)
+        client.publish(prefix + "events", orjson.dumps({"type": "revoke", "hash": key_hash}))
+        client.close()
+    except redis.RedisError as exc:
+        raise SystemExit(
+            f"messages-gateway: revoked in the keys file, but the fleet's Redis did not take it "
+            f"({type(exc).__name__}): gateways drop the key when they reread their file"
+        ) from None
+    print("revoked across the fleet (Redis)", file=sys.stderr)
 
 
 def _ledger_target(settings: Settings) -> tuple[str, str]:

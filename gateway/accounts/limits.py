@@ -81,19 +81,29 @@ class KeyState:
         if month != self.month:
             self.month, self.this_month = month, Spend()
 
+    @property
+    def windowed(self) -> bool:
+        """It has a limit counted in a window or in flight (what a fleet shares in Redis)."""
+        lim = self.entry.limits
+        return lim.rpm is not None or lim.tpm is not None or lim.concurrent is not None
+
+    def precheck(self, model: str, now: float) -> None:
+        """The model it may use and its budgets (raise when refused)."""
+        if not self.allows_model(model):
+            raise PermissionDeniedError(
+                f"key {self.name!r} may not use model {model[:100]!r} (keys file: models)"
+            )
+        self._roll(now)
+        self._budgets(now)
+
     def admit(
         self, model: str, estimate: int, clock: Callable[[], float] = time.time
     ) -> list[float]:
         """Take a place, or raise the error saying which limit and until when. Returns the
         token reservation to settle with :meth:`settle`."""
-        if not self.allows_model(model):
-            raise PermissionDeniedError(
-                f"key {self.name!r} may not use model {model[:100]!r} (keys file: models)"
-            )
-        limits = self.entry.limits
         now = clock()
-        self._roll(now)
-        self._budgets(now)
+        self.precheck(model, now)
+        limits = self.entry.limits
         if limits.concurrent is not None and self.active >= limits.concurrent:
             raise LimitExceeded(
                 f"key {self.name!r} has {self.active} requests in flight, its limit "
@@ -183,3 +193,21 @@ class LimitExceeded(RateLimitError):
             should_retry=should_retry,
         )
         self.limit = limit
+
+
+def refusal(state: KeyState, code: int, count: int, wait: float, estimate: int) -> LimitExceeded:
+    """The error for a refusal the fleet's Redis gave (codes of ``shared.ADMIT``)."""
+    lim = state.entry.limits
+    name = state.name
+    if code == 1:
+        return LimitExceeded(f"key {name!r} has {count} requests in flight, its limit "
+                             f"(concurrent = {lim.concurrent})", "concurrent", 1.0)  # fmt: skip
+    if code == 2:
+        return LimitExceeded(f"key {name!r} sent {count} requests in the last minute, its "
+                             f"limit (rpm = {lim.rpm})", "rpm", wait)  # fmt: skip
+    return LimitExceeded(
+        f"key {name!r} used {count:,} tokens in the last minute and this request needs about "
+        f"{estimate:,} more (tpm = {lim.tpm or 0:,})",
+        "tpm",
+        wait,
+    )

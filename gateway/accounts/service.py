@@ -13,8 +13,9 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..context import RequestContext
 from ..logs import log_event
@@ -22,10 +23,24 @@ from ..metrics import Metrics
 from ..settings import Price, Settings
 from .keyfile import KeyFileError, hash_key, load
 from .ledger import Ledger
-from .limits import KeyState, LimitExceeded, period_start
+from .limits import KeyState, LimitExceeded, period_start, refusal
 from .stats import LiveStats
 
+if TYPE_CHECKING:
+    from ..shared import Shared
+
 ANONYMOUS = "anonymous"
+#: seconds after which a fleet forgets an in-flight request nobody settled (a gateway killed
+#: mid-request): its concurrency place comes back
+STALE_IN_FLIGHT = 900
+
+
+@dataclass(slots=True)
+class RemoteTicket:
+    """A request admitted by the fleet's Redis: the second its tokens were reserved in."""
+
+    second: int
+    estimate: int
 
 
 class Accounts:
@@ -35,6 +50,7 @@ class Accounts:
         anonymous_keys: tuple[str, ...],
         metrics: Metrics | None = None,
         ledger: Ledger | None = None,
+        shared: Shared | None = None,
     ) -> None:
         self.path = settings.accounts.keys_file
         self.reload_interval = settings.accounts.reload_interval
@@ -46,6 +62,12 @@ class Accounts:
         self._costs: dict[str, Price | None] = {}
         self.metrics = metrics
         self.ledger = ledger
+        self.shared = shared
+        #: hashes of keys revoked fleet-wide (Redis), refused whatever the keys file says
+        self.revoked: set[str] = set()
+        if shared is not None and shared.configured:
+            shared.handlers.append(self._on_event)
+            shared.on_reconnect.append(self.load_revocations)
         self.stats = LiveStats()
         self._stamp: tuple[int, int, int] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -68,6 +90,8 @@ class Accounts:
     def identify(self, given: str) -> tuple[bool, KeyState | None]:
         """(known, its named state); anonymous keys are known with no state."""
         h = hash_key(given)
+        if h in self.revoked:
+            return False, None
         state = self.by_hash.get(h)
         if state is not None:
             return True, state
@@ -116,15 +140,48 @@ class Accounts:
         if self.path and self._stat() != self._stamp:
             self.reload()
 
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "revoke" and isinstance(event.get("hash"), str):
+            self.revoked.add(event["hash"])
+
+    async def load_revocations(self) -> None:
+        """Every key revoked fleet-wide (``keys revoke`` writes them to Redis too)."""
+        shared = self.shared
+        if shared is None:
+            return
+        found = await shared.call("revoked", lambda c: c.smembers(shared.prefix + "revoked"))
+        if found is not None:
+            self.revoked |= {x.decode() if isinstance(x, bytes) else str(x) for x in found}
+
     # -- limits ----------------------------------------------------------------------------
 
-    def admit(self, ctx: RequestContext, model: str, estimate: int) -> None:
+    async def admit(self, ctx: RequestContext, model: str, estimate: int) -> None:
         """The named key's limits, before the upstream is asked (raises LimitExceeded or a
-        403 for a model the key may not use)."""
+        403 for a model the key may not use). With a fleet's Redis up, the windows and the
+        in-flight count are the fleet's; without it (or while it is down), this process's."""
         state = ctx.account
         if state is None:
             return
         try:
+            shared = self.shared
+            if shared is not None and shared.up and state.windowed:
+                now = time.time()
+                state.precheck(model, now)
+                second = int(now)
+                lim = state.entry.limits
+                k = f"{shared.prefix}key:{state.name}:"
+                got = await shared.script(
+                    "admit", [k + "conc", k + "rpm", k + "tpm"],
+                    [second, lim.concurrent or 0, lim.rpm or 0, lim.tpm or 0, estimate,
+                     ctx.request_id, STALE_IN_FLIGHT],
+                )  # fmt: skip
+                if got is not None:
+                    code, count, wait = (int(x) for x in got)
+                    if code:
+                        raise refusal(state, code, count, wait, estimate)
+                    state.active += 1
+                    ctx.reservation = RemoteTicket(second, estimate)
+                    return
             ctx.reservation = state.admit(model, estimate)
         except LimitExceeded as exc:
             if self.metrics is not None:
@@ -168,9 +225,20 @@ class Accounts:
         cost = self.cost(target, usage) if usage else 0.0
         tokens = usage[0] + usage[1] + usage[3] if usage else 0
         state = ctx.account
-        if state is not None and ctx.reservation is not None:
-            state.settle(ctx.reservation, tokens, cost)
+        reservation = ctx.reservation
+        if state is not None and reservation is not None:
             ctx.reservation = None
+            if isinstance(reservation, RemoteTicket):
+                state.active -= 1
+                state.add(tokens, cost, time.time())
+                if self.shared is not None:
+                    k = f"{self.shared.prefix}key:{state.name}:"
+                    self.shared.spawn(self.shared.script(
+                        "settle", [k + "conc", k + "tpm"],
+                        [ctx.request_id, reservation.second, tokens - reservation.estimate],
+                    ))  # fmt: skip
+            else:
+                state.settle(reservation, tokens, cost)
         name = state.name if state is not None else ""  # "" in the ledger: anonymous
         ms = ctx.elapsed_ms()
         if ctx.key_name is None and self.auth_on:
@@ -193,6 +261,8 @@ class Accounts:
     # -- background: reloads and budget refreshes -------------------------------------------
 
     async def start(self) -> None:
+        if self.shared is not None and self.shared.up:
+            await self.load_revocations()
         if self.ledger is not None:
             await self.ledger.start()
             if self.states:

@@ -80,6 +80,16 @@ class Breaker:
         """A probe that ended without telling (cancelled): the next request probes."""
         self._probing = False
 
+    def apply(self, state: str, seconds: float) -> None:
+        """Another gateway of the fleet opened (for ``seconds``) or closed this circuit."""
+        if state == OPEN:
+            self.until = max(self.until, self.clock() + seconds)
+            if self.state != OPEN:
+                self._set(OPEN)
+        elif state == CLOSED and self.state != CLOSED:
+            self.failures = 0
+            self._set(CLOSED)
+
     def retry_in(self) -> float:
         return max(0.0, self.until - self.clock()) if self.state == OPEN else 0.0
 

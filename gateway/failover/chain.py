@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 
@@ -41,6 +42,9 @@ from ..logs import log_event
 from ..settings import FallbackSettings, Route, Settings
 from ..upstream import UpstreamClient
 from .breaker import Breaker, Limiter
+
+if TYPE_CHECKING:
+    from ..shared import Shared
 
 #: failures that count against a target's circuit (the upstream itself is unwell)
 BREAKER_REASONS: Final = frozenset({"connect", "5xx", "overloaded", "timeout", "bad_response"})
@@ -107,6 +111,7 @@ class Resilience:
         upstream: UpstreamClient,
         on_fallback: Callable[[str, str], None] | None = None,
         on_circuit: Callable[[str, str], None] | None = None,
+        shared: Shared | None = None,
     ) -> None:
         self.settings: FallbackSettings = settings.fallback
         self.upstream = upstream
@@ -117,15 +122,47 @@ class Resilience:
         self.queue_timeouts = {name: up.queue_timeout for name, up in settings.upstreams.items()}
         self.on_fallback = on_fallback
         self.on_circuit = on_circuit
+        #: a fleet's Redis: circuits opened or closed here are announced to the others
+        self.shared = shared
+        self.instance = os.urandom(8).hex()
+        self._applying = False
+        if shared is not None and shared.configured:
+            shared.handlers.append(self._on_event)
 
     def breaker(self, target: Route) -> Breaker:
-        found = self.breakers.get(target.name)
-        if found is None:
-            fb = self.settings
-            found = Breaker(target.name, fb.breaker_failures, fb.breaker_cooldown)
-            found.on_change = self.on_circuit
-            self.breakers[target.name] = found
+        return self.breakers.get(target.name) or self._breaker(target.name)
+
+    def _breaker(self, name: str) -> Breaker:
+        fb = self.settings
+        found = self.breakers[name] = Breaker(name, fb.breaker_failures, fb.breaker_cooldown)
+        found.on_change = self._changed
         return found
+
+    def _changed(self, name: str, state: str) -> None:
+        if self.on_circuit is not None:
+            self.on_circuit(name, state)
+        shared = self.shared
+        if shared is not None and not self._applying and state != "half_open":
+            seconds = self.breakers[name].retry_in() if name in self.breakers else 0.0
+            shared.publish({"type": "circuit", "target": name, "state": state,
+                            "for": round(seconds, 3), "from": self.instance})  # fmt: skip
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        """A circuit another gateway opened or closed: one gateway's discovery of a dead
+        upstream spares the others their own failed attempts."""
+        if event.get("type") != "circuit" or event.get("from") == self.instance:
+            return
+        name, seconds = event.get("target"), event.get("for")
+        if not isinstance(name, str) or not isinstance(seconds, int | float):
+            return
+        if name not in self.breakers and len(self.breakers) >= 4096:
+            return  # names come from the fleet's own configuration; never grow without end
+        breaker = self.breakers.get(name) or self._breaker(name)
+        self._applying = True
+        try:
+            breaker.apply(str(event.get("state")), float(seconds))
+        finally:
+            self._applying = False
 
     async def open(
         self,

@@ -105,6 +105,9 @@ class MockUpstream:
         self.app.router.add_post("/v1/chat/completions", self._chat)
         self.app.router.add_get("/v1/models", self._models)
         self.app.router.add_get("/healthz", self._health)
+        #: requests per path, for tests that drive the mock as a process (the fleet test)
+        self.counts: dict[str, int] = {}
+        self.app.router.add_get("/__mock/counts", self._counts)
         self._files_api = FilesApi(self)
         self.app.router.add_routes(self._files_api.routes())
 
@@ -147,6 +150,7 @@ class MockUpstream:
         return raw, body
 
     def _record(self, request: web.Request, body: Any) -> None:
+        self.counts[request.path] = self.counts.get(request.path, 0) + 1
         self.requests.append(
             RecordedRequest(request.method, request.path, dict(request.headers), body)
         )
@@ -202,6 +206,9 @@ class MockUpstream:
     async def _health(self, request: web.Request) -> web.Response:
         await self._receive(request)
         return web.Response(body=_HEALTH_BODY, content_type=JSON_CONTENT_TYPE)
+
+    async def _counts(self, request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self.counts), content_type=JSON_CONTENT_TYPE)
 
     async def _models(self, request: web.Request) -> web.Response:
         await self._receive(request)
@@ -357,8 +364,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
+    parser.add_argument(
+        "--input-tokens-delay",
+        type=float,
+        default=0.0,
+        help="seconds /v1/responses/input_tokens waits before answering",
+    )
     args = parser.parse_args(argv)
     mock = MockUpstream(api_key=args.api_key, max_recorded=100)
+    mock.input_tokens_delay = args.input_tokens_delay
 
     def announce(_: object) -> None:
         print(f"mock upstream listening on http://{args.host}:{args.port}/v1", file=sys.stderr)
