@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import aiohttp
 import msgspec
@@ -40,7 +41,9 @@ from .keys import (
     ROUTER,
     SAFEGUARDS,
     SETTINGS,
+    SHARED,
     SIGNER,
+    TRACING,
     UPSTREAM,
 )
 from .lifecycle import Lifecycle
@@ -50,8 +53,13 @@ from .middleware import make_middleware
 from .routing import Router
 from .safeguards.classifier import Safeguards
 from .settings import Settings, UpstreamSettings
+from .shared import Shared
 from .startup import StartupError, api_keys_from, load_prompt, signing_keys, state_dir, writable
+from .tracing import Tracing
 from .upstream import UpstreamClient
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 #: Seconds aiohttp gives handlers to finish after ``on_shutdown`` (``shutdown_timeout``). By then
 #: ``_drain`` has ended every stream and waiting request, so this only covers writing their last
@@ -132,25 +140,32 @@ def create_app(
     *,
     env: Mapping[str, str] | None = None,
     signing_key: bytes | Sequence[bytes] | None = None,
+    tracing_exporter: SpanExporter | None = None,
 ) -> web.Application:
     """Build the gateway application. ``env`` defaults to ``os.environ`` (upstream and inbound
     keys; the signing key ring unless ``signing_key`` is given). Raises StartupError for bad
-    keys (``python -m gateway`` has checked them before, and exits 2 with the line)."""
+    keys (``python -m gateway`` has checked them before, and exits 2 with the line), and for
+    tracing without OpenTelemetry; ``tracing_exporter`` (tests) receives the spans."""
     env = dict(os.environ if env is None else env)
     in_flight = InFlight(settings.server.max_in_flight, settings.server.max_receiving)
     life = Lifecycle()
     metrics = Metrics(in_flight=lambda: in_flight.value, open_streams=lambda: len(life.streams))
+    shared = Shared(settings.redis, on_state=metrics.redis_state)  # a fleet's Redis, if any
     try:
-        accounts = Accounts(settings, api_keys_from(env), metrics, make_ledger(settings, env))
+        accounts = Accounts(
+            settings, api_keys_from(env), metrics, make_ledger(settings, env), shared
+        )
     except (KeyFileError, ValueError) as exc:
         raise StartupError(str(exc)) from None
     if accounts.ledger is not None:
         accounts.ledger.on_dropped = metrics.ledger_dropped.inc
+    tracing = Tracing(settings.tracing, exporter=tracing_exporter)
     middleware = make_middleware(
         accounts,
         in_flight,
         metrics.observe,
         send_timeout=settings.timeouts.client_send,
+        tracing=tracing,
     )
     app = web.Application(middlewares=[middleware], client_max_size=settings.server.max_body_bytes)
     in_flight.gauge = metrics.in_flight_gauge
@@ -160,7 +175,10 @@ def create_app(
     app[LIFECYCLE] = life
     app[METRICS] = metrics
     app[ACCOUNTS] = accounts
+    app[SHARED] = shared
     app.on_shutdown.append(_drain)
+    app[TRACING] = tracing
+    app.cleanup_ctx.append(tracing.cleanup_ctx)  # first: started first, flushed last
     app[SIGNER] = Signer(signing_key or signing_keys(env).keys)
     safeguard_prompt = load_prompt(settings)
     try:  # the mock's stand-in upstreams need no keys
@@ -210,11 +228,12 @@ def create_app(
             pools=pools,
         )
         app[RESILIENCE] = Resilience(
-            effective, app[UPSTREAM], on_fallback=metrics.fallback, on_circuit=metrics.circuit_state
-        )
+            effective, app[UPSTREAM], on_fallback=metrics.fallback,
+            on_circuit=metrics.circuit_state, shared=shared,
+        )  # fmt: skip
         for target in app[ROUTER].targets():
             metrics.circuit_state(target.name, "closed")
-        app[COUNTER] = TokenCounter(app[UPSTREAM])
+        app[COUNTER] = TokenCounter(app[UPSTREAM], shared=shared)
         app[SAFEGUARDS] = Safeguards(
             effective, app[ROUTER], app[UPSTREAM], metrics, life, safeguard_prompt
         )
@@ -225,11 +244,13 @@ def create_app(
             await session.close()
 
     async def accounts_ctx(app: web.Application) -> AsyncIterator[None]:
+        await shared.start()  # a fleet's Redis (down at start: local state, said loudly)
         await accounts.start()  # the ledger opens; keys are watched
         try:
             yield
         finally:
             await accounts.close()  # after the drain: every request's row is written
+            await shared.close()
 
     if settings.mock:
         app.cleanup_ctx.append(mock_ctx)

@@ -38,6 +38,7 @@ class RequestContext:
         "route",
         "sent_status",
         "skipped",
+        "span",
         "stage",
         "start",
         "stop_reason",
@@ -64,7 +65,7 @@ class RequestContext:
         self.key_name: str | None = None
         #: the named key's live state (limits, budgets) and this request's token reservation
         self.account: Any = None
-        self.reservation: list[float] | None = None
+        self.reservation: Any = None
         #: reasoning tokens the upstream counted (part of output_tokens)
         self.reasoning = 0
         self.stream: bool | None = None
@@ -81,6 +82,8 @@ class RequestContext:
         self.stage = NOT_COUNTED
         #: the status a streamed answer already sent (its handler may end without a response)
         self.sent_status: int | None = None
+        #: the request's trace span (a ``tracing.Traced``); None when tracing is off
+        self.span: Any = None
 
     def finish(self, usage: Usage, stop_reason: str | None) -> None:
         """Record the answer's usage and stop reason for the summary line and metrics."""

@@ -41,6 +41,7 @@ from .keys import (
     ROUTER,
     SAFEGUARDS,
     SETTINGS,
+    SHARED,
     SIGNER,
 )
 from .logs import log_event
@@ -76,7 +77,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     ctx.stream = stream
     # the named key's limits (issue 17): the estimate is the body's size / 4, until the
     # answer's usage replaces it
-    app[ACCOUNTS].admit(ctx, req.model, len(raw) // 4)
+    await app[ACCOUNTS].admit(ctx, req.model, len(raw) // 4)
     # Claude Code's auto mode: the answer's tool calls get verdicts (never sent upstream)
     guard = app[SAFEGUARDS].case(req, route) if req.safeguards else None
     signer: Signer = app[SIGNER]
@@ -296,6 +297,8 @@ async def readyz(request: web.Request) -> web.Response:
     }
     if RESILIENCE in app:  # each target's circuit, each upstream's keys and load (issue 16)
         doc.update(app[RESILIENCE].status(app[ROUTER].targets()))
+    if app[SHARED].configured:  # a fleet's Redis: down means local state, never not ready
+        doc["redis"] = app[SHARED].status()
     body = orjson.dumps(doc)
     return web.Response(status=503 if draining else 200, body=body, content_type="application/json")
 

@@ -17,6 +17,8 @@ from .metrics import Metrics
 from .routing import Router
 from .safeguards.classifier import Safeguards
 from .settings import Settings
+from .shared import Shared
+from .tracing import Tracing
 from .upstream import UpstreamClient
 
 SETTINGS: Final = web.AppKey("settings", Settings)
@@ -36,3 +38,7 @@ MOCK_URL: Final = web.AppKey("mock_url", str)
 RESILIENCE: Final = web.AppKey("resilience", Resilience)
 #: named client keys, limits, the usage ledger, the status page (issue 17)
 ACCOUNTS: Final = web.AppKey("accounts", Accounts)
+#: a fleet's Redis (issue 18)
+SHARED: Final = web.AppKey("shared", Shared)
+#: OpenTelemetry traces (issue 18; a tracer only when enabled)
+TRACING: Final = web.AppKey("tracing", Tracing)

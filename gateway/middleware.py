@@ -31,6 +31,7 @@ from .errors import (
 )
 from .logs import correlation_id, log_event, log_exception
 from .sending import send_response
+from .tracing import Tracing
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -60,11 +61,14 @@ def make_middleware(
     observe: Observer | None = None,
     *,
     send_timeout: float = 30.0,
+    tracing: Tracing | None = None,
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Build the middleware; ``accounts`` knows the inbound keys (none: auth is off) and
     records what each request used; ``observe`` is called once per finished request
-    (metrics); ``send_timeout`` bounds writing a response that the handler returned unsent."""
+    (metrics); ``send_timeout`` bounds writing a response that the handler returned unsent;
+    ``tracing``, when enabled, gives each request a span (its handler's work inside it)."""
     open_paths = frozenset({"/", "/healthz", "/readyz", "/api/hello"})
+    traced = tracing if tracing is not None and tracing.enabled else None
 
     def identify(request: web.Request, ctx: RequestContext) -> bool:
         """Who the client is: ``x-api-key``, ``Authorization: Bearer``, or (the status page
@@ -95,6 +99,8 @@ def make_middleware(
             cid = rid
         ctx = RequestContext(cid, rid)
         request[CTX_KEY] = ctx
+        if traced is not None:
+            traced.start_request(request, ctx)
         reset = correlation_id.set(cid)
         path = request.path
         log_event("request_start", id=cid, method=request.method, path=path)
@@ -133,6 +139,8 @@ def make_middleware(
             ctx.outcome = ctx.outcome or "client_closed"
             in_flight.release(ctx)  # before the log line: metrics read the gauge
             status = _log_summary(request, ctx, None)
+            if traced is not None:
+                traced.end_request(request, ctx, status)
             accounts.finish(ctx, status, path)
             if observe is not None:
                 observe(ctx, status, path)
@@ -154,6 +162,8 @@ def make_middleware(
                 await send_response(request, resp, send_timeout, ctx)
         finally:
             status = _log_summary(request, ctx, resp)
+            if traced is not None:
+                traced.end_request(request, ctx, status)  # a stream's too: it has been written
             accounts.finish(ctx, status, path)
             if observe is not None:
                 observe(ctx, status, path)

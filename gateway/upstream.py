@@ -35,6 +35,7 @@ from .errors import (
 from .failover.keys import QUOTA_COOLDOWN, KeyPool
 from .logs import log_event
 from .settings import RetrySettings, Route, TimeoutSettings
+from .tracing import end_attempt, start_attempt
 
 _RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 _MAX_ERROR_BODY: Final = 1 << 20
@@ -144,11 +145,10 @@ class UpstreamClient:
         or an aiohttp payload (a multipart upload sets its own content type); ``retry=False``
         for a body that can be sent only once (a streamed upload).
 
-        A fallback chain (issue 16) gives each target its ``attempts`` and
-        ``headers_timeout``, and ``wait_for_keys=False`` where a next target can answer
-        instead of waiting for a rate-limited key pool to cool down. Within the attempts, a
-        key that gets 429 cools down and the next key is tried at once; with two keys or
-        more, a key refused with 401/403 leaves the pool."""
+        A fallback chain (issue 16) gives each target its ``attempts`` and ``headers_timeout``, and
+        ``wait_for_keys=False`` where a next target can answer instead of waiting for a rate-limited
+        key pool to cool down. Within the attempts, a key that gets 429 cools down and the next key
+        is tried at once; with two keys or more, a key refused with 401/403 leaves the pool."""
         url = self._urls.get((route.name, path)) if params is None else None
         if url is None:
             url = URL(route.base_url + path)
@@ -179,6 +179,7 @@ class UpstreamClient:
                 del headers["Content-Type"]  # none, or the payload's own
             attempt += 1
             ctx.attempts += 1
+            span = start_attempt(ctx, route, method, path, url, attempt, headers)  # when traced
             err: GatewayError
             delay_headers: Mapping[str, str] = {}
             try:
@@ -193,22 +194,23 @@ class UpstreamClient:
                 err = GatewayTimeoutError(
                     f"could not connect to upstream {where} within {self.timeouts.connect:g}s"
                 )
-                _log_failure(route, where, "connect timeout", attempt)
+                _log_failure(route, where, "connect timeout", attempt, span)
             except TimeoutError:
                 # The upstream may be working on it: retrying a POST could run it twice.
-                _log_failure(route, where, "no response headers in time", attempt)
+                _log_failure(route, where, "no response headers in time", attempt, span)
                 raise GatewayTimeoutError(
                     f"upstream {where} sent no response headers within {headers_wait:g}s"
                 ) from None
             except (aiohttp.ClientError, OSError) as exc:
                 cause = connection_failure(exc)
-                _log_failure(route, where, cause, attempt)
+                _log_failure(route, where, cause, attempt, span)
                 if isinstance(exc, aiohttp.ClientConnectorError):
                     err = APIError(f"cannot reach upstream {where} ({cause})")
                 else:
                     err = APIError(f"connection to upstream {where} failed ({cause})")
             else:
                 ctx.upstream_status = resp.status
+                end_attempt(span, resp.status)
                 ctx.upstream_ms = round((time.perf_counter() - started) * 1000.0, 3)
                 if resp.status < 300:
                     return resp
@@ -362,7 +364,8 @@ def connection_failure(exc: BaseException) -> str:
 _UNREACHABLE: Final = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN})
 
 
-def _log_failure(route: Route, where: str, cause: str, attempt: int) -> None:
+def _log_failure(route: Route, where: str, cause: str, attempt: int, span: Any) -> None:
+    end_attempt(span, None, cause)
     log_event(
         "upstream_failed",
         logging.WARNING,

@@ -31,6 +31,7 @@ from ..routing import Router
 from ..schemas.anthropic import Message, MessagesRequest
 from ..schemas.anthropic_out import MessageResponse, OutToolUse
 from ..settings import Route, Settings
+from ..tracing import end_classifier, start_classifier
 from ..upstream import UpstreamClient
 from .prompt import answer_text, classifier_input, classifier_payload
 from .verdicts import (
@@ -148,9 +149,20 @@ class Safeguards:
     async def _judge(
         self, case: Case, calls: list[ToolCall], ctx: RequestContext
     ) -> dict[str, dict[str, Any]]:
+        sub = RequestContext(ctx.cid, ctx.request_id)  # the request's own summary stays intact
+        sub.span = start_classifier(ctx, len(calls))  # a child span, when the request is traced
+        verdicts = None
+        try:
+            verdicts = await self._ask(case, calls, sub)
+        finally:
+            end_classifier(sub.span, verdicts)
+        return verdicts
+
+    async def _ask(
+        self, case: Case, calls: list[ToolCall], sub: RequestContext
+    ) -> dict[str, dict[str, Any]]:
         route = self.classifier_route(case.route)
         text = classifier_input(case.messages, case.context, calls, self.settings.max_context_chars)
-        sub = RequestContext(ctx.cid, ctx.request_id)  # the request's own summary stays intact
         life = self.lifecycle
 
         def build(target: Route) -> Prepared:  # the route's fallbacks judge when it cannot

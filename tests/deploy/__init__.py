@@ -1,0 +1,1 @@
+"""The container image, the Kubernetes manifests and the Grafana dashboard in config/."""
