@@ -103,7 +103,9 @@ def make_middleware(
             traced.start_request(request, ctx)
         reset = correlation_id.set(cid)
         path = request.path
-        log_event("request_start", id=cid, method=request.method, path=path)
+        probe = path in _PROBES  # a balancer's health checks: debug lines, not a flood at info
+        log_event("request_start", logging.DEBUG if probe else logging.INFO, id=cid,
+                  method=request.method, path=path)  # fmt: skip
         resp: web.StreamResponse | None = None
         try:
             # 2. inbound auth (health endpoints stay open)
@@ -177,6 +179,10 @@ def make_middleware(
 _STREAM_WARNINGS: Final = frozenset({"upstream_timeout", "timeout", "client_stalled", "shutdown"})
 
 
+#: load balancers' and orchestrators' health checks (issue 18): logged at debug when they pass
+_PROBES: Final = frozenset({"/healthz", "/readyz"})
+
+
 def _level(status: int, outcome: str) -> int:
     """Errors at warning or error, so ``--log-level warning`` still shows every one of them
     (issue 11 item 12): 5xx (not our own 529 load shedding) and upstream failures are errors,
@@ -196,7 +202,7 @@ def _log_summary(request: web.Request, ctx: RequestContext, resp: web.StreamResp
         outcome = "completed" if status < 400 else "error"
     log_event(
         "request_end",
-        _level(status, outcome),
+        logging.DEBUG if request.path in _PROBES and status < 400 else _level(status, outcome),
         id=ctx.cid,
         # the request_id clients see in error bodies, when a client correlation id replaced it
         request_id=ctx.request_id if ctx.cid != ctx.request_id else None,

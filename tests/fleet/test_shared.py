@@ -185,3 +185,14 @@ async def test_redis_down_at_start_is_not_a_failed_start(
                             accounts={"keys_file": str(keys)})  # fmt: skip
     assert (await post(gw, key_of("alice"), ASK))[0] == 200
     assert json.dumps((await readyz(gw))["redis"]["up"]) == "false"
+
+
+async def test_health_probes_log_at_debug(gateway: TestServer, log_lines: list[str]) -> None:
+    """Kubernetes probes every few seconds per pod: passing ones must not flood info logs."""
+    async with aiohttp.ClientSession() as s:
+        for path in ("/healthz", "/readyz"):
+            async with s.get(gateway.make_url(path)) as r:
+                assert r.status == 200
+    lines = [json.loads(x) for x in log_lines if x.startswith("{") and '"request_' in x]
+    assert [(x["event"], x["level"]) for x in lines] == [("request_start", "debug"),
+                                                        ("request_end", "debug")] * 2  # fmt: skip
