@@ -12,7 +12,7 @@ ARGS ?=
 # never serves fake answers unless told to.
 MOCK_FLAG := $(if $(or $(OPENAI_API_KEY),$(GATEWAY_CONFIG),$(findstring --config,$(ARGS))),,--mock)
 
-.PHONY: venv test-venv run mock test lint typecheck unit e2e bench locust soak fleet clean
+.PHONY: venv test-venv run mock test lint typecheck unit e2e bench gate locust soak fleet clean
 
 # What running needs, and nothing else.
 $(STAMP): pyproject.toml
@@ -57,6 +57,11 @@ e2e: test-venv
 FLEET_SECONDS ?= 60
 fleet: test-venv
 	$(BIN)/python -m tests.fleet.harness --seconds $(FLEET_SECONDS)
+
+## The performance gate (~30 s): gateway/direct throughput ratios against
+## tests/perf/gate-baseline.json; fails on a drop beyond its margin. CI runs it after `test`.
+gate: test-venv
+	$(BIN)/python -m tests.perf.gate $(ARGS)
 
 ## The benchmark: mock vs gateway in one run; writes bench-results/latest.md.
 bench: test-venv
