@@ -108,6 +108,8 @@ class MockUpstream:
         #: requests per path, for tests that drive the mock as a process (the fleet test)
         self.counts: dict[str, int] = {}
         self.app.router.add_get("/__mock/counts", self._counts)
+        # an OTLP/HTTP traces sink, for measuring the gateway with tracing on (the benchmark)
+        self.app.router.add_post("/v1/traces", self._traces)
         self._files_api = FilesApi(self)
         self.app.router.add_routes(self._files_api.routes())
 
@@ -206,6 +208,11 @@ class MockUpstream:
     async def _health(self, request: web.Request) -> web.Response:
         await self._receive(request)
         return web.Response(body=_HEALTH_BODY, content_type=JSON_CONTENT_TYPE)
+
+    async def _traces(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.counts["/v1/traces"] = self.counts.get("/v1/traces", 0) + 1
+        return web.Response(body=b"", content_type="application/x-protobuf")
 
     async def _counts(self, request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(self.counts), content_type=JSON_CONTENT_TYPE)

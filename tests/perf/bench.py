@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.perf.accounts import ACCOUNT_SCENARIOS, AccountRow, measure_accounts
 from tests.perf.chain import CHAIN_SCENARIOS, ChainRow, measure_chain
+from tests.perf.features import FEATURE_SCENARIOS, FeatureRow, measure_features
 from tests.perf.matrix import Cell, Check, Plan, run_matrix, validate, warm_up
 from tests.perf.memory import Memory, measure_inflight, measure_open_streams
 from tests.perf.micro import MicroRow, run_micro
@@ -44,10 +44,10 @@ from tests.perf.servers import (
 
 async def run(
     plan: Plan, cpu: CpuPlan, log_dir: Path, profile: Path | None
-) -> tuple[list[Check], list[Cell], Memory, list[ChainRow], list[AccountRow]]:
+) -> tuple[list[Check], list[Cell], Memory, list[ChainRow], list[FeatureRow]]:
     mem = Memory()
     chain: list[ChainRow] = []
-    accounts: list[AccountRow] = []
+    accounts: list[FeatureRow] = []
     # every gateway started here keeps its state (signing key, usage ledger) in the run's dir
     os.environ["XDG_STATE_HOME"] = str(log_dir)
     servers = await start_servers(cpu, log_dir, plan.workers)
@@ -69,9 +69,9 @@ async def run(
         if any(sc.name in CHAIN_SCENARIOS for sc in scenarios):
             progress("fallback chain: single target vs a three-target chain, first healthy")
             chain = await measure_chain(plan, cpu, log_dir, scenarios, servers.mock.base)
-        if any(sc.name in ACCOUNT_SCENARIOS for sc in scenarios):
-            progress("accounts: a named key with limits and the ledger vs a plain gateway")
-            accounts = await measure_accounts(plan, cpu, log_dir, scenarios, servers.mock.base)
+        if any(sc.name in FEATURE_SCENARIOS for sc in scenarios):
+            progress("features: a gateway per feature vs a plain one")
+            accounts = await measure_features(plan, cpu, log_dir, scenarios, servers.mock.base)
     finally:
         stop_servers(servers)
     if plan.open_streams:

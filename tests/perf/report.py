@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from gateway import __version__
-from tests.perf.accounts import AccountRow, render_accounts
 from tests.perf.chain import ChainRow, render_chain
+from tests.perf.features import FeatureRow, render_features
 from tests.perf.loadgen import Window, percentile
 from tests.perf.matrix import Cell, Check, Plan
 from tests.perf.memory import DRIP_INTERVAL, INFLIGHT_DELAY, Memory
@@ -298,7 +298,7 @@ def render_report(
     micro: list[MicroRow],
     elapsed: float,
     chain: list[ChainRow] | None = None,
-    accounts: list[AccountRow] | None = None,
+    accounts: list[FeatureRow] | None = None,
 ) -> str:
     plain = [c for c in cells if not c.scenario.stream]
     streams = [c for c in cells if c.scenario.stream]
@@ -328,9 +328,9 @@ def render_report(
         "",
         render_chain(chain) if chain else "(not run)",
         "",
-        "## Named keys, limits and the usage ledger (two gateways, alternating)",
+        "## What each feature costs (a gateway with it vs a plain one, alternating)",
         "",
-        render_accounts(accounts) if accounts else "(not run)",
+        render_features(accounts) if accounts else "(not run)",
         "",
         "## Memory",
         "",
