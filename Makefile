@@ -65,6 +65,7 @@ gate: test-venv
 
 ## The benchmark: mock vs gateway in one run; writes bench-results/latest.md.
 bench: test-venv
+	$(BIN)/python -m pip install -q -e '.[perf]'
 	$(BIN)/python -m tests.perf.bench --out bench-results/latest.md $(ARGS)
 
 ## Locust, headless for 5 s against a gateway on its mock upstream.

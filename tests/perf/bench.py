@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from tests.perf.chain import CHAIN_SCENARIOS, ChainRow, measure_chain
+from tests.perf.curves import Curves, measure_curves, measure_stream_memory, plot_curves
 from tests.perf.features import FEATURE_SCENARIOS, FeatureRow, measure_features
 from tests.perf.matrix import Cell, Check, Plan, run_matrix, validate, warm_up
 from tests.perf.memory import Memory, measure_inflight, measure_open_streams
@@ -44,10 +45,11 @@ from tests.perf.servers import (
 
 async def run(
     plan: Plan, cpu: CpuPlan, log_dir: Path, profile: Path | None
-) -> tuple[list[Check], list[Cell], Memory, list[ChainRow], list[FeatureRow]]:
+) -> tuple[list[Check], list[Cell], Memory, list[ChainRow], list[FeatureRow], Curves]:
     mem = Memory()
     chain: list[ChainRow] = []
     accounts: list[FeatureRow] = []
+    curves = Curves()
     # every gateway started here keeps its state (signing key, usage ledger) in the run's dir
     os.environ["XDG_STATE_HOME"] = str(log_dir)
     servers = await start_servers(cpu, log_dir, plan.workers)
@@ -72,12 +74,18 @@ async def run(
         if any(sc.name in FEATURE_SCENARIOS for sc in scenarios):
             progress("features: a gateway per feature vs a plain one")
             accounts = await measure_features(plan, cpu, log_dir, scenarios, servers.mock.base)
+        if plan.curves:
+            progress("curves: cost against body size and stream length")
+            curves = await measure_curves(plan, servers)
     finally:
         stop_servers(servers)
     if plan.open_streams:
         progress(f"memory: {plan.open_streams} open streams through a fresh gateway")
         await measure_open_streams(cpu, log_dir, plan.workers, plan.open_streams, mem)
-    return checks, cells, mem, chain, accounts
+    if plan.curves and plan.open_streams:
+        progress("curves: memory against open streams")
+        await measure_stream_memory(plan, cpu, log_dir, curves)
+    return checks, cells, mem, chain, accounts, curves
 
 
 def raise_fd_limit() -> None:
@@ -101,6 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--open-streams", type=int, help="streams held open for the memory probe (0 = skip)"
     )
     p.add_argument("--skip-micro", action="store_true", help="skip the translator micro-benchmarks")
+    p.add_argument("--skip-curves", action="store_true", help="skip the cost-against-work curves")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument(
         "--profile", type=Path, help="py-spy the gateway during the matrix; summary here"
@@ -127,7 +136,9 @@ def main(argv: list[str] | None = None) -> None:
         os.sched_setaffinity(0, cpu.others)  # the load generator stays off the gateway's core
     progress(f"{'quick' if plan.quick else 'full'} run; {cpu.note}")
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
-        checks, cells, mem, chain, accounts = asyncio.run(run(plan, cpu, Path(tmp), args.profile))
+        checks, cells, mem, chain, accounts, curves = asyncio.run(
+            run(plan, cpu, Path(tmp), args.profile)
+        )
     micro: list[MicroRow] = []
     if plan.micro:
         if cpu.gateway:
@@ -145,10 +156,13 @@ def main(argv: list[str] | None = None) -> None:
         time.perf_counter() - t0,
         chain,
         accounts,
+        curves,
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report, encoding="utf-8")
+    for png in plot_curves(curves, out.parent):
+        progress(f"plot written to {png}")
     print(report)
     progress(f"written to {out}")
 

@@ -39,6 +39,8 @@ class Plan:
     inflight: int
     micro: bool
     workers: int | None
+    #: cost against body size, stream length and open streams (curves.py)
+    curves: bool = True
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Plan:
@@ -57,6 +59,7 @@ class Plan:
             else (100 if quick else 1000),
             inflight=0 if quick else 1000,
             micro=not args.skip_micro,
+            curves=not getattr(args, "skip_curves", False),
             workers=args.workers,
         )
 

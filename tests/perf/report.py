@@ -15,6 +15,7 @@ from typing import Final
 
 from gateway import __version__
 from tests.perf.chain import ChainRow, render_chain
+from tests.perf.curves import Curves, render_curves
 from tests.perf.features import FeatureRow, render_features
 from tests.perf.loadgen import Window, percentile
 from tests.perf.matrix import Cell, Check, Plan
@@ -299,6 +300,7 @@ def render_report(
     elapsed: float,
     chain: list[ChainRow] | None = None,
     accounts: list[FeatureRow] | None = None,
+    curves: Curves | None = None,
 ) -> str:
     plain = [c for c in cells if not c.scenario.stream]
     streams = [c for c in cells if c.scenario.stream]
@@ -331,6 +333,10 @@ def render_report(
         "## What each feature costs (a gateway with it vs a plain one, alternating)",
         "",
         render_features(accounts) if accounts else "(not run)",
+        "",
+        "## Cost against work (curves; plots beside this file)",
+        "",
+        render_curves(curves) if curves and (curves.body or curves.streams_rss) else "(not run)",
         "",
         "## Memory",
         "",
