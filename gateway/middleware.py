@@ -29,7 +29,7 @@ from .errors import (
     RequestTooLargeError,
     error_body,
 )
-from .logs import correlation_id, log_event, log_exception
+from .logs import access_logger, correlation_id, log_event, log_exception
 from .sending import send_response
 from .tracing import Tracing
 
@@ -200,9 +200,12 @@ def _log_summary(request: web.Request, ctx: RequestContext, resp: web.StreamResp
     outcome = ctx.outcome
     if outcome is None:
         outcome = "completed" if status < 400 else "error"
+    level = logging.DEBUG if request.path in _PROBES and status < 400 else _level(status, outcome)
+    if not access_logger.isEnabledFor(level):
+        return status  # the line's two dozen fields are not even gathered (issue 19)
     log_event(
         "request_end",
-        logging.DEBUG if request.path in _PROBES and status < 400 else _level(status, outcome),
+        level,
         id=ctx.cid,
         # the request_id clients see in error bodies, when a client correlation id replaced it
         request_id=ctx.request_id if ctx.cid != ctx.request_id else None,

@@ -57,8 +57,10 @@ class KeyPool:
         return len(self.keys)
 
     def pick(self, exclude: frozenset[int] | set[int] = frozenset()) -> int | None:
-        now = self.clock()
         n = len(self.keys)
+        if n == 1 and not exclude:  # the usual upstream: one key, never taken out of turn
+            return 0
+        now = self.clock()
         usable = [
             (i + self._next) % n
             for i in range(n)
