@@ -109,6 +109,11 @@ async def test_dashboard_renders_usage_in_chromium(
             for name in ("alice", "bob"):
                 await page.wait_for_selector(f'tr[data-key="{name}"] td.tokens', timeout=WAIT_MS)
             await page.wait_for_selector("#legend-tokens span", timeout=WAIT_MS)
+            # tokens over time per model too (and cost per key: none here, said so)
+            model_legend = await page.text_content("#legend-model-tokens", timeout=WAIT_MS)
+            assert model_legend == "claude-sonnet-5-5"
+            cost_legend = await page.text_content("#legend-cost", timeout=WAIT_MS)
+            assert cost_legend == "no cost in the last 24 h"
             shown = {
                 name: await page.text_content(f'tr[data-key="{name}"] td.tokens', timeout=WAIT_MS)
                 for name in ("alice", "bob")
