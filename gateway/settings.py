@@ -126,9 +126,10 @@ class UpstreamSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     mid_system: Literal["inline", "merge"] = "inline"
 
 
-class RouteSettings(Struct, kw_only=True, forbid_unknown_fields=True):
-    #: exact model names or glob patterns (``*haiku*``), matched case-insensitively
-    match: Annotated[list[str], Meta(min_length=1)]
+class TargetSettings(Struct, kw_only=True, forbid_unknown_fields=True):
+    """An upstream model and its capabilities: a route's first target, or one of its
+    ``fallbacks`` (issue 16)."""
+
     #: the upstream model; the literals "big" / "small" mean ``[models].big`` / ``.small``
     model: str
     upstream: str = "default"
@@ -140,32 +141,25 @@ class RouteSettings(Struct, kw_only=True, forbid_unknown_fields=True):
     sampling: bool = False
     #: effort for ``thinking: adaptive`` without an explicit effort
     default_effort: Effort | None = None
-    #: answer Claude Code's auto-mode safety check on this route (``[safeguards]``)
-    safeguards: bool = True
     #: offer the client's server tools (web search, code execution, MCP) as the upstream's
     #: hosted tools (Responses upstreams only); off: such a request gets "unavailable"
     hosted_tools: bool = True
     #: ``compact_20260112`` as the upstream's own compaction (Responses upstreams only);
     #: off: that edit is a 400
     compaction: bool = True
+
+
+class RouteSettings(TargetSettings, kw_only=True, forbid_unknown_fields=True):
+    """Client model names → their first target, then its fallbacks."""
+
+    #: exact model names or glob patterns (``*haiku*``), matched case-insensitively
+    match: Annotated[list[str], Meta(min_length=1)]
+    #: answer Claude Code's auto-mode safety check on this route (``[safeguards]``)
+    safeguards: bool = True
     #: targets tried in order when this one fails before the answer starts (issue 16)
     fallbacks: list[TargetSettings] = []
     #: also move to the next target when the prompt is too long for this one's model
     fallback_on_overflow: bool = False
-
-
-class TargetSettings(Struct, kw_only=True, forbid_unknown_fields=True):
-    """A route's fallback target: an upstream, its model and that model's capabilities
-    (the keys of the same names on a route)."""
-
-    model: str
-    upstream: str = "default"
-    max_output_tokens: Annotated[int, Meta(ge=16)] | None = None
-    reasoning: bool = True
-    sampling: bool = False
-    default_effort: Effort | None = None
-    hosted_tools: bool = True
-    compaction: bool = True
 
 
 class FallbackSettings(Struct, kw_only=True, forbid_unknown_fields=True):

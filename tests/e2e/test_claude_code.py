@@ -68,6 +68,21 @@ def claude_bin() -> Path:
     return install_claude_code()
 
 
+def claude_env(gw: Any, home: Path, **extra: str) -> dict[str, str]:
+    """Claude Code's environment for a run against the gateway ``gw`` (a TestServer)."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "ANTHROPIC_BASE_URL": str(gw.make_url("")).rstrip("/"),
+        "ANTHROPIC_API_KEY": "sk-ant-e2e",
+        "DISABLE_TELEMETRY": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "CLAUDE_CODE_MAX_RETRIES": "2",
+        "CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK": "1",
+        **extra,
+    }
+
+
 CLASSIC = {
     "CLAUDE_CODE_MODEL_CAPABILITIES": "-mid_conv_system,-per_turn_effort",
     "ENABLE_TOOL_SEARCH": "false",
@@ -102,17 +117,7 @@ async def test_claude_code_write_tool_round_trip(
         ),
         Script(items=[Text("Created hello.txt for you.")]),
     )
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "ANTHROPIC_BASE_URL": str(gw.make_url("")).rstrip("/"),
-        "ANTHROPIC_API_KEY": "sk-ant-e2e",
-        "DISABLE_TELEMETRY": "1",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "CLAUDE_CODE_MAX_RETRIES": "2",
-        "CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK": "1",
-        **(CLASSIC if shape == "classic" else {}),
-    }
+    env = claude_env(gw, home, **(CLASSIC if shape == "classic" else {}))
     proc = await asyncio.create_subprocess_exec(
         str(claude_bin),
         "-p",

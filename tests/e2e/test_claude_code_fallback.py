@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from gateway.mock_upstream import FunctionCall, Reasoning, Script, Text
 from tests.conftest import UPSTREAM_KEY_ENV, GatewayFactory, Upstream
-from tests.e2e.test_claude_code import install_claude_code
+from tests.e2e.test_claude_code import claude_env, install_claude_code
 from tests.failover.conftest import dead_url
 
 
@@ -37,16 +36,8 @@ async def test_write_round_trip_when_the_primary_is_down(
                       FunctionCall("Write", args, call_id="call_w")]),
         Script(items=[Text("Created hello.txt.")]),
     )  # fmt: skip
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "ANTHROPIC_BASE_URL": str(gw.make_url("")).rstrip("/"),
-        "ANTHROPIC_API_KEY": "sk-ant-e2e",
-        "DISABLE_TELEMETRY": "1",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "CLAUDE_CODE_MAX_RETRIES": "0",  # any error would surface: the gateway must absorb it
-        "CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK": "1",
-    }
+    # any error would surface: no retries, so the gateway must absorb the dead primary
+    env = claude_env(gw, home, CLAUDE_CODE_MAX_RETRIES="0")
     proc = await asyncio.create_subprocess_exec(
         str(install_claude_code()), "-p", "create a file hello.txt", "--output-format", "json",
         "--permission-mode", "acceptEdits", "--no-session-persistence",

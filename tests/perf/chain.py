@@ -12,8 +12,8 @@ from typing import Final
 
 import orjson
 
-from tests.perf.loadgen import Request, Window, make_session, percentile, run_window
-from tests.perf.matrix import Plan
+from tests.perf.loadgen import Request, Window, percentile
+from tests.perf.matrix import Plan, alternate
 from tests.perf.scenarios import Scenario
 from tests.perf.servers import (
     HOST,
@@ -93,18 +93,8 @@ async def measure_chain(
                 Request(url, orjson.dumps({**doc, "model": m}), gateway_headers(), sc.stream)
                 for m in (CHAIN_MODEL, OPEN_MODEL)
             )
-            row = ChainRow(sc.name, c)
-            async with (
-                make_session(c) as s_single,
-                make_session(c) as s_chain,
-                make_session(c) as s_open,
-            ):
-                for r in range(max(plan.rounds, 2)):
-                    warm = plan.first_warmup if r == 0 else plan.warmup
-                    row.single.merge(await run_window(s_single, single, c, warm, plan.measure))
-                    row.chain.merge(await run_window(s_chain, chained, c, warm, plan.measure))
-                    row.open.merge(await run_window(s_open, skipping, c, warm, plan.measure))
-            rows.append(row)
+            one, three, opened = await alternate([single, chained, skipping], c, plan)
+            rows.append(ChainRow(sc.name, c, one, three, opened))
     finally:
         proc.stop()
     return rows

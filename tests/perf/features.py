@@ -17,8 +17,8 @@ from typing import Any, Final
 import orjson
 
 from gateway.accounts.keyfile import KeyEntry, KeyFile, Limits, hash_key, save
-from tests.perf.loadgen import Request, Window, make_session, percentile, run_window
-from tests.perf.matrix import Plan
+from tests.perf.loadgen import Request, Window, percentile
+from tests.perf.matrix import Plan, alternate
 from tests.perf.scenarios import ANTHROPIC_HEADERS, Scenario
 from tests.perf.servers import HOST, CpuPlan, Proc, child_env, free_port, start_process, wait_ready
 
@@ -106,14 +106,8 @@ async def measure_features(
                     p_req = _request(plain, sc, ANON_KEY, None)
                     f_req = _request(proc, sc, feature.key, feature)
                     for c in FEATURE_CONCURRENCY:
-                        row = FeatureRow(feature.name, sc.name, c)
-                        async with make_session(c) as s_plain, make_session(c) as s_feat:
-                            for r in range(max(plan.rounds, 2)):
-                                warm = plan.first_warmup if r == 0 else plan.warmup
-                                m = plan.measure
-                                row.plain.merge(await run_window(s_plain, p_req, c, warm, m))
-                                row.featured.merge(await run_window(s_feat, f_req, c, warm, m))
-                        rows.append(row)
+                        without, with_it = await alternate([p_req, f_req], c, plan)
+                        rows.append(FeatureRow(feature.name, sc.name, c, without, with_it))
             finally:
                 proc.stop()
     finally:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -13,7 +14,7 @@ from typing import Final
 import aiohttp
 import orjson
 
-from tests.perf.loadgen import Window, make_session, percentile, run_window
+from tests.perf.loadgen import Request, Window, make_session, percentile, run_window
 from tests.perf.scenarios import SCENARIOS, Scenario
 from tests.perf.servers import Servers, machine_busy, progress, requests_for
 
@@ -165,3 +166,16 @@ async def run_matrix(plan: Plan, scenarios: Sequence[Scenario], servers: Servers
                 )
                 cells.append(cell)
     return cells
+
+
+async def alternate(requests: Sequence[Request], concurrency: int, plan: Plan) -> list[Window]:
+    """Drive each request in turn, round after round (at least two), each on its own session:
+    a neighbour's burst of CPU lands on all of them alike. One merged Window per request."""
+    windows = [Window() for _ in requests]
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = [await stack.enter_async_context(make_session(concurrency)) for _ in requests]
+        for r in range(max(plan.rounds, 2)):
+            warm = plan.first_warmup if r == 0 else plan.warmup
+            for window, session, req in zip(windows, sessions, requests, strict=True):
+                window.merge(await run_window(session, req, concurrency, warm, plan.measure))
+    return windows
