@@ -33,6 +33,8 @@ ANONYMOUS = "anonymous"
 #: seconds after which a fleet forgets an in-flight request nobody settled (a gateway killed
 #: mid-request): its concurrency place comes back
 STALE_IN_FLIGHT = 900
+#: settles kept for Redis's return at most (beyond: those places free at STALE_IN_FLIGHT)
+MAX_UNSETTLED = 10_000
 
 
 @dataclass(slots=True)
@@ -65,9 +67,12 @@ class Accounts:
         self.shared = shared
         #: hashes of keys revoked fleet-wide (Redis), refused whatever the keys file says
         self.revoked: set[str] = set()
+        #: settles Redis could not take (down at the end of a request), replayed when it is back
+        self._unsettled: list[tuple[list[str], list[Any]]] = []
         if shared is not None and shared.configured:
             shared.handlers.append(self._on_event)
             shared.on_reconnect.append(self.load_revocations)
+            shared.on_reconnect.append(self._resettle)
         self.stats = LiveStats()
         self._stamp: tuple[int, int, int] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -139,6 +144,19 @@ class Accounts:
     def reload_if_changed(self) -> None:
         if self.path and self._stat() != self._stamp:
             self.reload()
+
+    async def _settle_remote(self, keys: list[str], args: list[Any]) -> None:
+        """Free a request's place in the fleet's count; if Redis cannot take it now, again
+        when Redis is back (else the place would stay taken until STALE_IN_FLIGHT)."""
+        assert self.shared is not None
+        failed = await self.shared.script("settle", keys, args) is None
+        if failed and len(self._unsettled) < MAX_UNSETTLED:
+            self._unsettled.append((keys, args))
+
+    async def _resettle(self) -> None:
+        pending, self._unsettled = self._unsettled, []
+        for keys, args in pending:
+            await self._settle_remote(keys, args)
 
     def _on_event(self, event: dict[str, Any]) -> None:
         if event.get("type") == "revoke" and isinstance(event.get("hash"), str):
@@ -233,8 +251,8 @@ class Accounts:
                 state.add(tokens, cost, time.time())
                 if self.shared is not None:
                     k = f"{self.shared.prefix}key:{state.name}:"
-                    self.shared.spawn(self.shared.script(
-                        "settle", [k + "conc", k + "tpm"],
+                    self.shared.spawn(self._settle_remote(
+                        [k + "conc", k + "tpm"],
                         [ctx.request_id, reservation.second, tokens - reservation.estimate],
                     ))  # fmt: skip
             else:

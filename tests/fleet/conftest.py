@@ -34,7 +34,7 @@ def wait_port(port: int, within: float = 10.0) -> None:
 class RedisServer:
     """A redis-server of the test's own, which a test may stop and start again."""
 
-    def __init__(self) -> None:
+    def __init__(self, persistent: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (Debian: apt-get install "
@@ -43,6 +43,8 @@ class RedisServer:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="gateway-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
+        #: every write on disk at once (appendfsync always): a killed server comes back whole
+        self.persistent = persistent
 
     @property
     def url(self) -> str:
@@ -51,7 +53,8 @@ class RedisServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir)],
+             "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
+             "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         wait_port(self.port)

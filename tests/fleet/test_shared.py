@@ -196,3 +196,41 @@ async def test_health_probes_log_at_debug(gateway: TestServer, log_lines: list[s
     lines = [json.loads(x) for x in log_lines if x.startswith("{") and '"request_' in x]
     assert [(x["event"], x["level"]) for x in lines] == [("request_start", "debug"),
                                                         ("request_end", "debug")] * 2  # fmt: skip
+
+
+async def test_a_place_taken_before_redis_went_away_comes_back_with_it(
+    make_gateway: GatewayFactory, upstream: Upstream, tmp_path: Path
+) -> None:
+    """A request admitted by Redis that ends while Redis is down frees its place in the fleet
+    once Redis is back (not 15 minutes later)."""
+    redis_server = RedisServer(persistent=True)  # killed and restarted with its data
+    redis_server.start()
+    try:
+        await _place_comes_back(make_gateway, upstream, redis_server, tmp_path)
+    finally:
+        redis_server.stop()
+
+
+async def _place_comes_back(
+    make_gateway: GatewayFactory, upstream: Upstream, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys.json"
+    save(keys, KeyFile(keys=[entry("alice", concurrent=1)]))
+    (gw,) = await fleet(make_gateway, redis_server, keys, n=1)
+    upstream.mock.enqueue(Script(items=[Text("slow")], delay_before_headers=0.4))
+    first = asyncio.create_task(post(gw, key_of("alice")))
+
+    async def sent() -> bool:
+        return bool(upstream.mock.requests)
+
+    await until(sent)
+    redis_server.stop()  # killed while the request runs: its settle cannot reach Redis
+    assert (await first)[0] == 200
+    redis_server.start()  # back with its data (an empty Redis would hide a leaked place)
+
+    async def back() -> bool:
+        return bool((await readyz(gw))["redis"]["up"])
+
+    await until(back)
+    await asyncio.sleep(0.2)  # the replayed settle, off the request path
+    assert (await post(gw, key_of("alice")))[0] == 200
