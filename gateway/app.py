@@ -235,9 +235,8 @@ def create_app(
             metrics.circuit_state(target.name, "closed")
         app[COUNTER] = TokenCounter(app[UPSTREAM], shared=shared)
         app[SAFEGUARDS] = Safeguards(
-            effective, app[ROUTER], app[UPSTREAM], metrics, life, safeguard_prompt
+            effective, app[ROUTER], app[RESILIENCE], metrics, life, safeguard_prompt
         )
-        app[SAFEGUARDS].resilience = app[RESILIENCE]
         try:
             yield
         finally:

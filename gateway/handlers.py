@@ -125,12 +125,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     life = app[LIFECYCLE]
     waited = time.perf_counter()
     try:
-        async with asyncio.timeout_at(deadline) as waiting:
-            life.waits.add(waiting)
-            try:
-                opened = await app[RESILIENCE].open(route, builder, ctx, stream=stream)
-            finally:
-                life.waits.discard(waiting)
+        async with life.wait(deadline):
+            opened = await app[RESILIENCE].open(route, builder, ctx, stream=stream)
     except TimeoutError:
         if life.stopping:
             ctx.outcome = "shutdown"
@@ -237,12 +233,8 @@ async def _count_input(
     )
     life = request.app[LIFECYCLE]
     try:
-        async with asyncio.timeout(None) as waiting:  # shutdown may end the wait
-            life.waits.add(waiting)
-            try:
-                n = await request.app[COUNTER].count(payload, route, ctx)
-            finally:
-                life.waits.discard(waiting)
+        async with life.wait(None):  # only a shutdown ends this wait
+            n = await request.app[COUNTER].count(payload, route, ctx)
     except TimeoutError:
         if life.stopping:
             ctx.outcome = "shutdown"

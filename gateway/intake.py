@@ -136,12 +136,8 @@ async def receive(
     else:
         wait = settings.timeouts.client_body
         try:
-            async with asyncio.timeout(wait) as deadline:
-                life.waits.add(deadline)
-                try:
-                    body = await _read_all(content, limit)
-                finally:
-                    life.waits.discard(deadline)
+            async with life.wait(asyncio.get_running_loop().time() + wait):
+                body = await _read_all(content, limit)
         except TimeoutError:
             if life.stopping:
                 ctx.outcome = "shutdown"

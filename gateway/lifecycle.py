@@ -11,6 +11,7 @@ aiohttp's own shutdown to wait out.
 from __future__ import annotations
 
 import asyncio
+from types import TracebackType
 
 from .errors import OverloadedError
 from .relay import StreamRegistry
@@ -34,6 +35,11 @@ class Lifecycle:
     def shutting_down(self) -> OverloadedError:
         return OverloadedError(SHUTTING_DOWN_MESSAGE, headers={"retry-after": "1"})
 
+    def wait(self, when: float | None) -> Wait:
+        """``asyncio.timeout_at(when)`` that a shutdown ends too: registered in ``waits``
+        while the block runs (``when`` None: no limit but the shutdown's)."""
+        return Wait(self.waits, when)
+
     def end_all(self) -> int:
         """End every open stream and waiting request now; returns how many there were."""
         self.stopping = True
@@ -45,3 +51,28 @@ class Lifecycle:
             if not wait.expired():
                 wait.reschedule(now)
         return ended
+
+
+class Wait:
+    """The context manager of :meth:`Lifecycle.wait` (a class, not a generator: it runs on
+    every request)."""
+
+    __slots__ = ("_timeout", "_waits")
+
+    def __init__(self, waits: set[asyncio.Timeout], when: float | None) -> None:
+        self._waits = waits
+        self._timeout = asyncio.timeout_at(when)
+
+    async def __aenter__(self) -> asyncio.Timeout:
+        timeout = await self._timeout.__aenter__()
+        self._waits.add(timeout)
+        return timeout
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._waits.discard(self._timeout)
+        await self._timeout.__aexit__(kind, exc, tb)  # an expiry is raised as TimeoutError

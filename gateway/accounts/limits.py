@@ -143,14 +143,14 @@ class KeyState:
         self.active += 1
         return entry
 
-    def settle(self, reservation: list[float], tokens: int, cost: float) -> None:
+    def settle(self, reservation: list[float], tokens: int, cost: float, now: float) -> None:
         """The request ended: its reservation becomes ``tokens``; budgets gain them."""
         self.active -= 1
         if reservation[1] != tokens:
             if self.tokens and reservation[0] >= self.tokens[0][0]:  # still in the window
                 self.token_sum += tokens - reservation[1]
             reservation[1] = float(tokens)
-        self.add(tokens, cost, time.time())
+        self.add(tokens, cost, now)
 
     def add(self, tokens: int, cost: float, now: float) -> None:
         self._roll(now)

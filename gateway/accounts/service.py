@@ -244,11 +244,12 @@ class Accounts:
         tokens = usage[0] + usage[1] + usage[3] if usage else 0
         state = ctx.account
         reservation = ctx.reservation
+        now = time.time()
         if state is not None and reservation is not None:
             ctx.reservation = None
             if isinstance(reservation, RemoteTicket):
                 state.active -= 1
-                state.add(tokens, cost, time.time())
+                state.add(tokens, cost, now)
                 if self.shared is not None:
                     k = f"{self.shared.prefix}key:{state.name}:"
                     self.shared.spawn(self._settle_remote(
@@ -256,23 +257,23 @@ class Accounts:
                         [ctx.request_id, reservation.second, tokens - reservation.estimate],
                     ))  # fmt: skip
             else:
-                state.settle(reservation, tokens, cost)
+                state.settle(reservation, tokens, cost, now)
         name = state.name if state is not None else ""  # "" in the ledger: anonymous
         ms = ctx.elapsed_ms()
         if ctx.key_name is None and self.auth_on:
             # refused before anyone was known: not a client's usage (a flood of bad keys must
             # not grow the ledger); the live stats still show the error
-            self.stats.observe(status, ms, ctx.error_type, ctx.route, "unauthenticated")
+            self.stats.observe(now, status, ms, ctx.error_type, ctx.route, "unauthenticated")
             return
         if self.ledger is not None:
             u = usage or (0, 0, 0, 0)
             model = ctx.model[:200] if ctx.model else None
             self.ledger.record((
-                time.time(), ctx.request_id, name, path[:100], ctx.route, target, model,
+                now, ctx.request_id, name, path[:100], ctx.route, target, model,
                 status, ctx.error_type, "true" if ctx.stream else "false", u[0], u[1], u[2],
                 u[3], ctx.reasoning, cost, ms,
             ))  # fmt: skip
-        self.stats.observe(status, ms, ctx.error_type, ctx.route, name or ANONYMOUS)
+        self.stats.observe(now, status, ms, ctx.error_type, ctx.route, name or ANONYMOUS)
         if self.metrics is not None and ctx.key_name:
             self.metrics.key_request(ctx.key_name, status, usage, cost)
 

@@ -36,9 +36,14 @@ class LiveStats:
         self.errors: deque[dict[str, Any]] = deque(maxlen=LAST_ERRORS)
 
     def observe(
-        self, status: int, ms: float, error_type: str | None, route: str | None, key: str
+        self,
+        now: float,
+        status: int,
+        ms: float,
+        error_type: str | None,
+        route: str | None,
+        key: str,
     ) -> None:
-        now = time.time()
         start = int(now // 60 * 60)
         minutes = self.minutes
         if not minutes or minutes[-1].start != start:

@@ -32,7 +32,6 @@ from ..schemas.anthropic import Message, MessagesRequest
 from ..schemas.anthropic_out import MessageResponse, OutToolUse
 from ..settings import Route, Settings
 from ..tracing import end_classifier, start_classifier
-from ..upstream import UpstreamClient
 from .prompt import answer_text, classifier_input, classifier_payload
 from .verdicts import (
     SAFEGUARD_TYPE,
@@ -61,7 +60,7 @@ class Safeguards:
         self,
         settings: Settings,
         router: Router,
-        upstream: UpstreamClient,
+        resilience: Resilience,
         metrics: Metrics,
         lifecycle: Lifecycle,
         prompt: str,
@@ -69,13 +68,12 @@ class Safeguards:
         self.settings = settings.safeguards
         self.small_model = settings.models.small
         self.router = router
-        self.upstream = upstream
+        #: the app's fallback chains (issue 16): the classifier falls back with its route
+        self.resilience = resilience
         self.metrics = metrics
         self.lifecycle = lifecycle
         self.prompt = prompt
         self._routes: dict[str, Route] = {}
-        #: the app's fallback chains (issue 16); without it, the route's first target only
-        self.resilience: Resilience | None = None
 
     def case(self, req: MessagesRequest, route: Route) -> Case | None:
         """The request's check, or None when it asked for none."""
@@ -170,19 +168,11 @@ class Safeguards:
             return Prepared(DIALECTS[target.dialect].path, encode_json(payload))
 
         try:
-            async with asyncio.timeout(self.settings.timeout) as deadline:
-                life.waits.add(deadline)  # a shutdown ends the wait: verdicts "unavailable"
-                try:
-                    if self.resilience is not None:
-                        opened = await self.resilience.open(route, build, sub, stream=False)
-                        opened.release()
-                        answer = opened.data or b""
-                    else:
-                        prepared = build(route)
-                        resp = await self.upstream.send(route, prepared.path, prepared.body, sub)
-                        answer = await self.upstream.read_body(resp)
-                finally:
-                    life.waits.discard(deadline)
+            # a shutdown ends the wait too: verdicts "unavailable"
+            async with life.wait(asyncio.get_running_loop().time() + self.settings.timeout):
+                opened = await self.resilience.open(route, build, sub, stream=False)
+                opened.release()
+                answer = opened.data or b""
         except TimeoutError:
             return all_not_judged(calls, "timeout")
         except InvalidRequestError as exc:

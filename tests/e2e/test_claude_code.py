@@ -69,11 +69,13 @@ def claude_bin() -> Path:
 
 
 def claude_env(gw: Any, home: Path, **extra: str) -> dict[str, str]:
-    """Claude Code's environment for a run against the gateway ``gw`` (a TestServer)."""
+    """Claude Code's environment for a run against the gateway ``gw`` (a TestServer, or its
+    base URL)."""
+    url = gw if isinstance(gw, str) else str(gw.make_url("")).rstrip("/")
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
-        "ANTHROPIC_BASE_URL": str(gw.make_url("")).rstrip("/"),
+        "ANTHROPIC_BASE_URL": url,
         "ANTHROPIC_API_KEY": "sk-ant-e2e",
         "DISABLE_TELEMETRY": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",

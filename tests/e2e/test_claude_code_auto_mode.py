@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from gateway.mock_upstream import FunctionCall, Script, Text
 from tests.conftest import GatewayFactory, Upstream
-from tests.e2e.test_claude_code import install_claude_code
+from tests.e2e.test_claude_code import claude_env, install_claude_code
 
 CANT_CHECK = "can't check actions"
 
@@ -26,16 +25,7 @@ CANT_CHECK = "can't check actions"
 async def run_auto(
     bin_path: Path, gw_url: str, home: Path, work: Path, prompt: str
 ) -> tuple[int, dict[str, Any], str]:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "ANTHROPIC_BASE_URL": gw_url,
-        "ANTHROPIC_API_KEY": "sk-ant-e2e",
-        "DISABLE_TELEMETRY": "1",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "CLAUDE_CODE_MAX_RETRIES": "1",
-        "CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK": "1",
-    }
+    env = claude_env(gw_url, home, CLAUDE_CODE_MAX_RETRIES="1")
     proc = await asyncio.create_subprocess_exec(
         str(bin_path), "-p", prompt, "--output-format", "json", "--permission-mode", "auto",
         "--no-session-persistence",

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 from gateway.mock_upstream import FunctionCall, Script, Text
 from tests.conftest import GatewayFactory, Upstream
-from tests.e2e.test_claude_code import install_claude_code
+from tests.e2e.test_claude_code import claude_env, install_claude_code
 
 QUERY = "python 3.14 release notes"
 DOCS = "https://docs.example.com/python-3-14-release-notes"
@@ -30,17 +29,8 @@ NEWS = "https://news.example.org/python-3-14-release-notes"
 
 async def run_search(gw_url: str, home: Path, work: Path) -> tuple[list[dict[str, Any]], str]:
     """One print-mode run; the stream-json events it printed."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "ANTHROPIC_BASE_URL": gw_url,
-        "ANTHROPIC_API_KEY": "sk-ant-e2e",
-        "DISABLE_TELEMETRY": "1",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "CLAUDE_CODE_MAX_RETRIES": "1",
-        "CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK": "1",
-        "ENABLE_TOOL_SEARCH": "false",  # WebSearch offered inline, not behind ToolSearch
-    }
+    # WebSearch offered inline, not behind ToolSearch
+    env = claude_env(gw_url, home, CLAUDE_CODE_MAX_RETRIES="1", ENABLE_TOOL_SEARCH="false")
     proc = await asyncio.create_subprocess_exec(
         str(install_claude_code()), "-p", f"search the web for {QUERY}",
         "--output-format", "stream-json", "--verbose", "--allowedTools", "WebSearch",
