@@ -216,7 +216,6 @@ def create_app(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=t.connect),
             auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
             # Upstream APIs set no cookies we want, and filtering a jar costs per request.
             cookie_jar=aiohttp.DummyCookieJar(),
         )

@@ -132,7 +132,9 @@ async def receive(
         raise RequestTooLargeError(f"request body of {length} bytes exceeds {limit} bytes")
     content = request.content
     if content.is_eof():  # all of it arrived already: nothing to wait for
-        body = await _read_all(content, limit)
+        body = content.read_nowait()
+        if len(body) > limit:
+            raise RequestTooLargeError(f"request body exceeds {limit} bytes")
     else:
         wait = settings.timeouts.client_body
         try:

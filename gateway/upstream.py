@@ -8,18 +8,18 @@ connect errors and upstream 429/500/502/503/504, with exponential backoff and ji
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any, Final
 
 import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from . import __version__
 from .context import CORRELATION_HEADER, RequestContext
 from .errors import (
     APIError,
@@ -36,9 +36,18 @@ from .failover.keys import QUOTA_COOLDOWN, KeyPool
 from .logs import log_event
 from .settings import RetrySettings, Route, TimeoutSettings
 from .tracing import end_attempt, start_attempt
+from .upstream_failures import connection_failure, redirect_error
 
 _RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 _MAX_ERROR_BODY: Final = 1 << 20
+#: every header aiohttp would otherwise add itself, set here: with all of them present it skips
+#: its per-request header merging (issue 19); a route's own ``headers`` override these
+_FIXED_HEADERS: Final = {
+    "Content-Type": "application/json",
+    "User-Agent": f"messages-gateway/{__version__}",
+    "Accept": "application/json, text/event-stream",
+    "Accept-Encoding": "gzip, deflate",
+}
 
 
 def _retry_delay(attempt: int, headers: Mapping[str, str], retry: RetrySettings) -> float | None:
@@ -97,9 +106,8 @@ class UpstreamClient:
     def _route_headers(self, route: Route, pool: KeyPool | None, index: int) -> CIMultiDict[str]:
         h = self._headers.get((route.name, index))
         if h is None:
-            h = CIMultiDict(route.headers)
-            h["Content-Type"] = "application/json"
-            h["Accept"] = "application/json, text/event-stream"
+            h = CIMultiDict(_FIXED_HEADERS)
+            h.update(route.headers)
             key = pool.keys[index].secret if pool is not None else route.api_key
             if key:
                 h["Authorization"] = f"Bearer {key}"
@@ -116,15 +124,15 @@ class UpstreamClient:
         pool = self.pools.get(route.upstream)
         return pool if pool is not None and pool.keys else None
 
-    async def send(
+    def send(
         self, route: Route, path: str, body: bytes, ctx: RequestContext, **kw: Any
-    ) -> aiohttp.ClientResponse:
+    ) -> Coroutine[Any, Any, aiohttp.ClientResponse]:
         """POST ``body`` to ``route.base_url + path``; return a 2xx response, headers read.
 
         The caller owns the response and must ``release()``/``close()`` it. Failures raise
         GatewayError (mapped by ``errors.from_upstream``); retryable ones are retried first.
         """
-        return await self.request(route, "POST", path, ctx, data=body, **kw)
+        return self.request(route, "POST", path, ctx, data=body, **kw)  # no frame of its own
 
     async def request(
         self,
@@ -216,7 +224,7 @@ class UpstreamClient:
                     return resp
                 if resp.status < 400:
                     resp.close()
-                    raise _redirect_error(resp.status, url, resp.headers.get("Location"))
+                    raise redirect_error(resp.status, url, resp.headers.get("Location"))
                 try:
                     async with asyncio.timeout(self.timeouts.headers):
                         error_body = await resp.content.read(_MAX_ERROR_BODY)
@@ -306,6 +314,14 @@ class UpstreamClient:
         if resp.content_length is not None and resp.content_length > limit:
             resp.close()
             raise _too_large(limit)
+        content = resp.content
+        if content.is_eof() and content.exception() is None:
+            # a small answer comes in the headers' packets: all of it is here (issue 19)
+            body = content.read_nowait()
+            resp.release()
+            if len(body) > limit:
+                raise _too_large(limit)
+            return body
         chunks: list[bytes] = []
         size = 0
         try:
@@ -338,32 +354,6 @@ def _after_retries(err: GatewayError, attempts: int) -> GatewayError:
     return err
 
 
-def connection_failure(exc: BaseException) -> str:
-    """What went wrong on the way to the upstream, in words (never the exception's message,
-    which can quote a URL with credentials)."""
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return "DNS lookup failed"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return "TLS certificate not trusted"
-    if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
-        return "TLS handshake failed"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the upstream closed the connection before answering"
-    os_error = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
-    if isinstance(os_error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(os_error, ConnectionResetError):
-        return "connection reset"
-    if isinstance(os_error, OSError) and os_error.errno in _UNREACHABLE:
-        return "network unreachable"
-    if isinstance(os_error, OSError) and os_error.strerror:
-        return os_error.strerror
-    return type(exc).__name__
-
-
-_UNREACHABLE: Final = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN})
-
-
 def _log_failure(route: Route, where: str, cause: str, attempt: int, span: Any) -> None:
     end_attempt(span, None, cause)
     log_event(
@@ -379,22 +369,4 @@ def _log_failure(route: Route, where: str, cause: str, attempt: int, span: Any) 
 def _too_large(limit: int) -> BadGatewayError:
     return BadGatewayError(
         f"upstream answer exceeds {limit} bytes (server.max_upstream_body_bytes)"
-    )
-
-
-def _redirect_error(status: int, url: URL, location: str | None) -> BadGatewayError:
-    """A 3xx is an upstream error naming the status and both hosts; nothing is sent there."""
-    target = "no Location"
-    if location:
-        try:
-            loc = url.join(URL(location))
-            target = f"{loc.host}:{loc.port}" if loc.host else "an unparsable Location"
-        except ValueError:
-            target = "an unparsable Location"
-    shown = target[:200] if target.isprintable() else "an unprintable Location"
-    return BadGatewayError(
-        f"upstream {url.host}:{url.port} answered HTTP {status}, a redirect to {shown}; "
-        "the gateway never follows upstream redirects (check upstreams.*.base_url)",
-        upstream_status=status,
-        should_retry=False,
     )

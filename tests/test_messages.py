@@ -13,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
+from gateway import __version__
 from gateway.mock_upstream import FunctionCall, Reasoning, Refusal, Script, Text
 from tests.conftest import UPSTREAM_KEY, GatewayFactory, Upstream
 
@@ -63,6 +64,13 @@ async def test_text_answer(sdk: anthropic.AsyncAnthropic, upstream: Upstream) ->
     sent = upstream.mock.requests[-1]
     assert sent.path == "/v1/responses"
     assert sent.headers["Authorization"] == f"Bearer {UPSTREAM_KEY}"
+    # the gateway names itself and sets every header aiohttp would add (so it adds none)
+    assert sent.headers["User-Agent"] == f"messages-gateway/{__version__}"
+    assert sent.headers["Accept-Encoding"] == "gzip, deflate"
+    assert sorted(sent.headers) == sorted(
+        ["Host", "Content-Type", "User-Agent", "Accept", "Accept-Encoding", "Authorization",
+         "X-Correlation-ID", "Content-Length"]
+    )  # fmt: skip
     assert sent.body["model"] == "gpt-5"
     assert sent.body["store"] is False
     assert sent.body["stream"] is False

@@ -809,3 +809,46 @@ def test_bom_split_across_chunks_does_not_count_against_the_cap() -> None:
     assert decoder.feed(b"\xef\xbb") == []
     assert decoder.feed(b"\xbf") == []
     assert decoder.finish() == []
+
+
+# The decoder's fast path (issue 19) takes whole "event: NAME\ndata: JSON\n\n" events at once;
+# this soup is mostly such events, mixed with what must leave the fast path (an id or retry
+# line, comments, a second data line, CRs, an event cut by a chunk or by the cap).
+_FAST_SOUP = st.lists(
+    st.sampled_from(
+        [
+            b'event: response.output_text.delta\ndata: {"delta":"hi"}\n\n',
+            b"event: done\ndata: \n\n",
+            b"event: \ndata: x\n\n",
+            b"event: e\ndata: a\ndata: b\n\n",
+            b"data: only\n\n",
+            b"event: e\n",
+            b"data: d\n",
+            b"id: 7\n",
+            b"retry: 30\n",
+            b": keep-alive\n\n",
+            b"\n",
+            b"\r\n",
+            b"\xef\xbb\xbf",
+            b"event: \xff\ndata: \xe2\x82\n\n",
+        ]
+    ),
+    max_size=30,
+).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    _FAST_SOUP, st.lists(st.integers(min_value=0, max_value=900), max_size=8), st.integers(1, 80)
+)
+def test_property_fast_path_matches_naive_reference(
+    stream: bytes, cuts: list[int], limit: int
+) -> None:
+    for cap in (limit, 16 * 1024 * 1024):
+        expected = reference_decode(stream, cap)
+        chunks = split_at(stream, [c for c in cuts if c <= len(stream)])
+        try:
+            got: list[SSEEvent] | str = decode_all(chunks, max_event_bytes=cap)
+        except SSEError:
+            got = "SSEError"
+        assert got == expected

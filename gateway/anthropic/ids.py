@@ -18,9 +18,32 @@ _MAX_CALL_ID: Final = 64
 _B62_TABLE: Final = bytes((_B62 * 5)[:256], "ascii")
 
 
+#: random bytes drawn from the OS 4 KiB at a time: two ids per request, and a getrandom()
+#: call costs more than the rest of making one (issue 19); each byte is used once
+_POOL_SIZE: Final = 4096
+_pool = b""
+_used = 0
+
+
 def random_b62(n: int = 24) -> str:
     """``n`` random base62 characters (one table lookup per byte: this runs per request)."""
-    return os.urandom(n).translate(_B62_TABLE).decode("ascii")
+    global _pool, _used
+    end = _used + n
+    if end > len(_pool):
+        _pool = os.urandom(max(_POOL_SIZE, n))
+        _used, end = 0, n
+    chunk = _pool[_used:end]
+    _used = end
+    return chunk.translate(_B62_TABLE).decode("ascii")
+
+
+def _forget_pool() -> None:
+    """A forked worker draws its own bytes: two processes must never hand out the same ids."""
+    global _pool, _used
+    _pool, _used = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def message_id() -> str:
