@@ -185,6 +185,10 @@ class Metrics:
         # prometheus-client's labels() validates and locks on every call; children are
         # cached per label tuple since the label space is small and bounded.
         self._children: dict[tuple[object, ...], Any] = {}
+        # The children one finished request touches, found with one lookup each (issue 19).
+        self._requests: dict[tuple[str, str | None, int, str], Any] = {}
+        self._routes: dict[tuple[str, bool | None], _RouteChildren] = {}
+        self._key_children: dict[str, _KeyChildren] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -208,26 +212,33 @@ class Metrics:
         if not path.startswith("/v1/messages"):
             return
         route = ctx.route or ""
-        child = self._child
         etype = ctx.error_type or ""
-        child(self.requests, route, self._model(ctx.model), str(status), etype).inc()
-        stream = "true" if ctx.stream else "false"
-        child(self.duration, route, stream).observe(ctx.elapsed_ms() / 1000.0)
+        key = (route, ctx.model, status, etype)
+        counter = self._requests.get(key)
+        if counter is None:  # bounded: routes, MAX_MODELS models, statuses, error types
+            counter = self._child(self.requests, route, self._model(ctx.model), str(status), etype)
+            if ctx.model is None or ctx.model in self._models:
+                self._requests[key] = counter
+        counter.inc()
+        kids = self._routes.get((route, ctx.stream))
+        if kids is None:
+            kids = self._routes[(route, ctx.stream)] = _RouteChildren(self, route, ctx.stream)
+        kids.duration.observe(ctx.elapsed_ms() / 1000.0)
         if ctx.ttfb_ms is not None:
-            child(self.ttfb, route).observe(ctx.ttfb_ms / 1000.0)
+            kids.ttfb.observe(ctx.ttfb_ms / 1000.0)
         if ctx.overhead_ms is not None:
-            child(self.overhead, route).observe(ctx.overhead_ms / 1000.0)
+            kids.overhead.observe(ctx.overhead_ms / 1000.0)
         if ctx.attempts:
-            child(self.attempts, route).inc(ctx.attempts)
+            kids.attempts.inc(ctx.attempts)
             if etype and (ctx.upstream_status is None or ctx.upstream_status >= 400):
-                child(self.failures, route, etype).inc()
+                self._child(self.failures, route, etype).inc()
             elif ctx.outcome in ("upstream_error", "upstream_timeout"):
-                child(self.failures, route, etype or "api_error").inc()
+                self._child(self.failures, route, etype or "api_error").inc()
         u = ctx.usage
         if u:
-            for kind, n in zip(_TOKEN_KINDS, u, strict=True):
+            for child, n in zip(kids.tokens, u, strict=True):
                 if n:
-                    child(self.tokens, route, kind).inc(n)
+                    child.inc(n)
 
     def observe_safeguards(self, counts: dict[str, int], seconds: float | None) -> None:
         """Record one answer's verdicts (outcomes are our own words: bounded labels)."""
@@ -257,14 +268,22 @@ class Metrics:
     def key_request(
         self, name: str, status: int, usage: tuple[int, int, int, int] | None, cost: float
     ) -> None:
-        key = self._key(name)
-        self._child(self.key_requests, key, str(status)).inc()
+        kids = self._key_children.get(name)
+        if kids is None:
+            key = self._key(name)
+            kids = _KeyChildren(self, key)
+            if key == name:  # "other" is looked up each time: the cache stays bounded
+                self._key_children[name] = kids
+        counter = kids.requests.get(status)
+        if counter is None:
+            counter = kids.requests[status] = self._child(self.key_requests, kids.key, str(status))
+        counter.inc()
         if usage:
-            for kind, n in zip(_TOKEN_KINDS, usage, strict=True):
+            for child, n in zip(kids.tokens, usage, strict=True):
                 if n:
-                    self._child(self.key_tokens, key, kind).inc(n)
+                    child.inc(n)
         if cost:
-            self._child(self.key_cost, key).inc(cost)
+            kids.cost.inc(cost)
 
     def key_limited_by(self, name: str, limit: str) -> None:
         self._child(self.key_limited, self._key(name), limit).inc()
@@ -274,3 +293,28 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _RouteChildren:
+    """A route's children that every request of it updates (per streaming or not)."""
+
+    __slots__ = ("attempts", "duration", "overhead", "tokens", "ttfb")
+
+    def __init__(self, m: Metrics, route: str, stream: bool | None) -> None:
+        self.duration = m._child(m.duration, route, "true" if stream else "false")
+        self.ttfb = m._child(m.ttfb, route)
+        self.overhead = m._child(m.overhead, route)
+        self.attempts = m._child(m.attempts, route)
+        self.tokens = tuple(m._child(m.tokens, route, kind) for kind in _TOKEN_KINDS)
+
+
+class _KeyChildren:
+    """A named key's children (``key`` is its bounded label)."""
+
+    __slots__ = ("cost", "key", "requests", "tokens")
+
+    def __init__(self, m: Metrics, key: str) -> None:
+        self.key = key
+        self.requests: dict[int, Any] = {}
+        self.tokens = tuple(m._child(m.key_tokens, key, kind) for kind in _TOKEN_KINDS)
+        self.cost = m._child(m.key_cost, key)
