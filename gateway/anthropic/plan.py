@@ -30,6 +30,9 @@ from .usage import echo_speed
 
 #: a ``cache_control`` asking for the one-hour cache, anywhere in the body
 _LONG_TTL: Final = re.compile(rb'"ttl"\s*:\s*"1h"')
+#: the rarely used features' JSON tokens, found in one pass over the raw body (four ``in``
+#: searches took ~190 µs on a 150 KB Claude Code request, this ~50 µs; issue 19)
+_MARKERS: Final = re.compile(rb'"(file_id|compaction|citations|1h)"')
 
 
 @dataclass(slots=True)
@@ -115,17 +118,18 @@ def prepare(
 ) -> tuple[MessagesRequest, AnswerPlan]:
     """The request as the upstream should see it, and the plan for its answer. The raw body
     is only searched, so the rarely used features cost nothing when absent."""
-    if b'"file_id"' in raw:  # file sources: the upstream's own files (signed ids)
+    found = frozenset(_MARKERS.findall(raw))
+    if b"file_id" in found:  # file sources: the upstream's own files (signed ids)
         req = resolve_files(req, signer, route.upstream)
     edits = edit_plan(req)
     managed = None
     if edits is not None:
         req, applied = apply_edits(req, edits, rough_count)
         managed = {"applied_edits": applied}
-    if b'"compaction"' in raw:  # history before the last compaction block is dropped
+    if b"compaction" in found:  # history before the last compaction block is dropped
         req = replay(req, signer, native=route.compaction)
     cites = None
-    if b'"citations"' in raw:  # documents whose answer cites them (emulated)
+    if b"citations" in found:  # documents whose answer cites them (emulated)
         req, cites = citation_plan(req)
     thinking = req.thinking
     plan = AnswerPlan(
@@ -141,6 +145,6 @@ def prepare(
         fast=req.speed == "fast",
         managed=managed,
         pause=edits is not None and pauses(req),
-        long_cache=b'"1h"' in raw and _LONG_TTL.search(raw) is not None,
+        long_cache=b"1h" in found and _LONG_TTL.search(raw) is not None,
     )
     return req, plan
