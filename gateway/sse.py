@@ -34,6 +34,8 @@ _BOM: Final = b"\xef\xbb\xbf"  # U+FEFF in UTF-8
 #: line (line ends already folded to LF); ``_FAST_RUN`` matches a run of them
 _FAST_RUN: Final = re.compile(rb"(?:event: [^\n]*\ndata: [^\n]*\n\n)+")
 _FAST_PAIR: Final = re.compile(rb"event: ([^\n]*)\ndata: ([^\n]*)\n\n")
+#: a block this long holds several events (a text delta is ~250 bytes): worth a regex call
+_RUN_BYTES: Final = 2048
 
 
 class SSEError(ValueError):
@@ -200,38 +202,16 @@ class SSEDecoder:
             # §9.2.5: one leading U+FEFF is ignored, only at the very start of the stream.
             if block.startswith(_BOM):
                 block = block[3:]
-        events: list[SSEEvent] = []
-        # The fast path (issue 19): nearly every upstream event is the two lines
-        # "event: NAME" and "data: JSON" then a blank line. Runs of such events are found and
-        # split by the regex engine; any other event, and one begun in an earlier block, goes
-        # through the line-by-line loop, which keeps the state between blocks. Cutting a block
-        # at blank lines changes nothing: the loop reads lines, not blocks.
-        fast = len(block) <= self._max  # then no event in it can be over the cap
-        pos, end = 0, len(block)
-        while pos < end:
-            if fast and not (self._data or self._event_type or self._size):
-                run = _FAST_RUN.match(block, pos)
-                if run is not None:
-                    last_id, retry = self._last_id, self._retry
-                    events += [
-                        SSEEvent(name.decode("utf-8", "replace") or "message",
-                                 data.decode("utf-8", "replace"), last_id, retry)
-                        for name, data in _FAST_PAIR.findall(block, pos, run.end())
-                    ]  # fmt: skip
-                    pos = run.end()
-                    continue
-            cut = block.find(b"\n\n", pos)
-            if cut < 0:
-                self._fields(block[pos:], events)
-                break
-            self._fields(block[pos : cut + 2], events)
-            pos = cut + 2
-        return events
+        if _RUN_BYTES <= len(block) <= self._max:
+            return self._runs(block)
+        return self._plain(block)
 
-    def _fields(self, block: bytes, events: list[SSEEvent]) -> None:
-        """The line-by-line loop over ``block`` (whole lines, ending with a line end)."""
+    def _plain(self, block: bytes) -> list[SSEEvent]:
+        """The line-by-line loop over ``block`` (whole lines, LF only, ending with one)."""
         lines = block.split(b"\n")
         lines.pop()  # the block ends with a line end, so the last piece is always empty
+
+        events: list[SSEEvent] = []
         data = self._data
         event_type = self._event_type
         last_id = self._last_id
@@ -296,6 +276,37 @@ class SSEDecoder:
         self._last_id = last_id
         self._retry = retry
         self._size = size
+        return events
+
+    def _runs(self, block: bytes) -> list[SSEEvent]:
+        """A block of ``_RUN_BYTES`` or more (a read that found a burst buffered), with no
+        event in it over the cap. Nearly every upstream event is the two lines "event: NAME" and
+        "data: JSON" then a blank line (issue 19): runs of such events are split by the regex
+        engine; any other event, and one begun in an earlier block, goes through the
+        line-by-line loop, which keeps the state between blocks. Cutting a block at blank
+        lines changes nothing: the loop reads lines, not blocks. A shorter block (an upstream
+        sending as it generates, an event per read) never comes here: a regex call costs more."""
+        events: list[SSEEvent] = []
+        pos, end = 0, len(block)
+        while pos < end:
+            if not (self._data or self._event_type or self._size):
+                run = _FAST_RUN.match(block, pos)
+                if run is not None:
+                    last_id, retry = self._last_id, self._retry
+                    events += [
+                        SSEEvent(name.decode("utf-8", "replace") or "message",
+                                 data.decode("utf-8", "replace"), last_id, retry)
+                        for name, data in _FAST_PAIR.findall(block, pos, run.end())
+                    ]  # fmt: skip
+                    pos = run.end()
+                    continue
+            cut = block.find(b"\n\n", pos)
+            if cut < 0:
+                events += self._plain(block[pos:])
+                break
+            events += self._plain(block[pos : cut + 2])
+            pos = cut + 2
+        return events
 
 
 def encode_frame(event: bytes, data: bytes) -> bytes:

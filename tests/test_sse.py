@@ -10,6 +10,7 @@ import itertools
 import json
 import re
 from collections.abc import Sequence
+from unittest import mock
 
 import msgspec
 import orjson
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway import sse
 from gateway.sse import SSEDecoder, SSEError, SSEEvent, encode_event, encode_frame
 
 # --------------------------------------------------------------------------------------------
@@ -844,11 +846,14 @@ _FAST_SOUP = st.lists(
 def test_property_fast_path_matches_naive_reference(
     stream: bytes, cuts: list[int], limit: int
 ) -> None:
-    for cap in (limit, 16 * 1024 * 1024):
+    chunks = split_at(stream, [c for c in cuts if c <= len(stream)])
+    # a run threshold of 1 sends every block through the regex path, the real one only long
+    # blocks; with the cap in play, and not
+    for run_bytes, cap in itertools.product((1, sse._RUN_BYTES), (limit, 16 * 1024 * 1024)):
         expected = reference_decode(stream, cap)
-        chunks = split_at(stream, [c for c in cuts if c <= len(stream)])
-        try:
-            got: list[SSEEvent] | str = decode_all(chunks, max_event_bytes=cap)
-        except SSEError:
-            got = "SSEError"
+        with mock.patch.object(sse, "_RUN_BYTES", run_bytes):
+            try:
+                got: list[SSEEvent] | str = decode_all(chunks, max_event_bytes=cap)
+            except SSEError:
+                got = "SSEError"
         assert got == expected
