@@ -966,6 +966,15 @@ def test_default_script_is_pure() -> None:
     ]
 
 
+def test_burst_directive_writes_a_stream_at_once() -> None:
+    frames = [b"event: a\ndata: {}\n\n"] * 50
+    plain = default_script("responses", {"input": "one two", "stream": True})
+    burst = default_script("responses", {"input": "one mock:burst two", "stream": True})
+    assert len(shape_writes(frames, plain)) == 50  # event by event
+    assert shape_writes(frames, burst) == [b"".join(frames)]  # one write
+    assert burst.items == [Text("echo: one mock:burst two")]
+
+
 async def test_queue_is_fifo_then_default(client: TestClient[Any, Any], mock: MockUpstream) -> None:
     mock.enqueue(Script(items=[Text("one")]), Script(items=[Text("two")]))
     texts = [(await rjson(client, input="q"))["output"][0]["content"][0]["text"] for _ in range(3)]

@@ -15,6 +15,8 @@ Without a queued script the answer is derived from the request (see ``default_sc
   answer citing both (``search_script``)
 * ``mock:big=BYTES``                     → that many bytes of text in 32 KiB deltas (at most 64 MB;
   more than every socket buffer between a gateway and a client that stopped reading)
+* ``mock:burst``                        → the answer as below, written in one write (a burst the
+  gateway finds buffered all at once; without it a stream is written event by event)
 * otherwise                             → text ``"echo: " + user text``
 
 Answers longer (in words) than the request's ``max_output_tokens`` / ``max_completion_tokens`` /
@@ -222,6 +224,8 @@ def default_script(api: Api, body: JSON) -> Script:
         script = _text_script("echo: " + text, limit)
     if (delay := _DELAY_RE.search(text)) is not None:
         script.delay_before_headers = min(float(delay.group(1)), MAX_DEFAULT_DELAY)
+    if "mock:burst" in text:
+        script.split = MAX_BIG + (1 << 20)  # longer than any default answer: one piece
     return script
 
 

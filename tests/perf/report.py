@@ -215,6 +215,7 @@ def evaluate(
         _rate_at(cells, "small", 16, "small non-streamed requests/s at c=16 ≥ 6,000", 6000),
         _added(cells, "cc150k", 50, "added latency, 150 KB request, c=1, p50 ≤ 0.8 ms", 0.8),
         _rate_at(cells, "text50", 16, "whole 50-delta streams/s at c=16 ≥ 3,000", 3000),
+        _rate_at(cells, "text50burst", 16, "… the mock writing each stream at once", 3000),
         _ttfb(cells),
         _micro_rate(micro),
         _verdict("RSS idle ≤ 60 MB", mem.idle_mb, 60, "MiB", idle_note),

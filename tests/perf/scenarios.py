@@ -104,19 +104,17 @@ def prose(words: int) -> str:
     return " ".join(_WORDS[i % len(_WORDS)] for i in range(words))
 
 
-def text_stream_body(deltas: int) -> dict[str, Any]:
+def text_stream_body(deltas: int, *, burst: bool = False) -> dict[str, Any]:
     """A streaming request the mock answers with exactly ``deltas`` text deltas.
 
     The echo is ``"echo: " + text`` cut into words: ``"echo:"`` plus one delta per word.
+    ``burst``: the mock writes the whole stream at once (``mock:burst``, one of the words), so
+    the gateway reads it in a few large chunks rather than event by event.
     """
-    if deltas < 2:
-        raise ValueError("deltas must be >= 2")
-    return {
-        "model": MODEL,
-        "max_tokens": MAX_TOKENS,
-        "stream": True,
-        "messages": [_user(prose(deltas - 1))],
-    }
+    if deltas < 3:
+        raise ValueError("deltas must be >= 3")
+    text = prose(deltas - 2) + " mock:burst" if burst else prose(deltas - 1)
+    return {"model": MODEL, "max_tokens": MAX_TOKENS, "stream": True, "messages": [_user(text)]}
 
 
 def tool_arguments(fragments: int) -> str:
@@ -181,6 +179,12 @@ SCENARIOS: Final[dict[str, tuple[str, Callable[[], dict[str, Any]], int, DeltaKi
         "input_json_delta",
     ),
     "text50": ("stream, 50 text deltas", lambda: text_stream_body(50), 50, "text_delta"),
+    "text50burst": (
+        "stream, 50 text deltas the mock writes at once",
+        lambda: text_stream_body(50, burst=True),
+        50,
+        "text_delta",
+    ),
 }
 
 
