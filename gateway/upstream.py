@@ -101,7 +101,7 @@ class UpstreamClient:
         self.pools: dict[str, KeyPool] = dict(pools or {})
         # Parsed once per (route, path): yarl parsing a URL string costs more per request
         # than everything else we do before the upstream call.
-        self._urls: dict[tuple[str, str], URL] = {}
+        self._urls: dict[tuple[str, str], tuple[URL, str]] = {}  # and "host:port", for errors
 
     def _route_headers(self, route: Route, pool: KeyPool | None, index: int) -> CIMultiDict[str]:
         h = self._headers.get((route.name, index))
@@ -157,19 +157,20 @@ class UpstreamClient:
         ``wait_for_keys=False`` where a next target can answer instead of waiting for a rate-limited
         key pool to cool down. Within the attempts, a key that gets 429 cools down and the next key
         is tried at once; with two keys or more, a key refused with 401/403 leaves the pool."""
-        url = self._urls.get((route.name, path)) if params is None else None
-        if url is None:
+        known = self._urls.get((route.name, path)) if params is None else None
+        if known is None:
             url = URL(route.base_url + path)
             if params is not None:
                 url = url.with_query(params)
-            elif len(self._urls) < 4096:
-                self._urls[(route.name, path)] = url
+            known = (url, f"{url.host}:{url.port}")
+            if params is None and len(self._urls) < 4096:
+                self._urls[(route.name, path)] = known
+        url, where = known
         policy = self.retries
         max_attempts = attempts or policy.max_attempts
         headers_wait = headers_timeout or self.timeouts.headers
         pool = self.pool(route)
         started = time.perf_counter()
-        where = f"{url.host}:{url.port}"
         attempt = switches = 0
         while True:
             index = 0

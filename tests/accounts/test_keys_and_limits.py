@@ -224,3 +224,19 @@ async def test_a_cost_budget_from_the_price_table(
     alice = next(r for r in usage["data"] if r["key"] == "alice")
     assert (alice["requests"], alice["errors"], alice["cost"]) == (2, 1, 1.0)
     assert await metric(gw, "gateway_key_cost_total") == ['gateway_key_cost_total{key="alice"} 1.0']
+
+
+def test_day_and_month_is_right_across_midnights_and_jumps_back() -> None:
+    # the answer for one UTC day is remembered (issue 19): every boundary, and a clock that
+    # goes back, must still give the date of the timestamp asked about
+    from datetime import UTC, datetime
+
+    from gateway.accounts.limits import day_and_month
+
+    midnight = datetime(2026, 12, 31, tzinfo=UTC).timestamp()
+    for t in (midnight - 0.001, midnight, midnight + 86399.999, midnight + 86400.0,
+              midnight - 0.001, 0.0, midnight + 86400.0 * 400):  # fmt: skip
+        d = datetime.fromtimestamp(t, UTC)
+        assert day_and_month(t) == (d.strftime("%Y-%m-%d"), d.strftime("%Y-%m"))
+    assert day_and_month(midnight - 0.001) == ("2026-12-30", "2026-12")
+    assert day_and_month(midnight + 86400.0) == ("2027-01-01", "2027-01")
