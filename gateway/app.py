@@ -7,12 +7,13 @@ mock upstream) is created in ``cleanup_ctx`` and closed there.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import aiohttp
 import msgspec
@@ -97,6 +98,22 @@ def make_runner(app: web.Application) -> GatewayRunner:
     )
 
 
+#: young-generation collections every this many net allocations instead of Python's 700: a
+#: request allocates a few hundred objects, nearly none of them in cycles (issue 19: -4 % CPU per
+#: small request at c=16; RSS unchanged within the benchmark's probes)
+GC_YOUNG_THRESHOLD: Final = 20_000
+
+
+def tune_gc() -> None:
+    """Once the gateway is serving: what start-up built (settings, routes, the app, imported
+    modules) moves out of the collector's sight for good (``gc.freeze``), and young collections
+    become rarer. Cycles are still collected, only in larger batches."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def serve(app: web.Application, sock: socket.socket) -> None:
     """Serve ``app`` on the listening ``sock`` until SIGTERM/SIGINT, then shut down gracefully
     (drain delay, grace, the rest ended) and return."""
@@ -106,6 +123,7 @@ def serve(app: web.Application, sock: socket.socket) -> None:
         await runner.setup()
         try:
             await web.SockSite(runner, sock).start()
+            tune_gc()
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -235,3 +235,21 @@ async def test_ephemeral_signing_key_warns(tmp_path: Path, unused_tcp_port: int)
     assert "WARNING: GATEWAY_SIGNING_KEY is unset" in stderr
     assert "dies with this process" in stderr
     assert seen["answer"]["content"][0]["text"] == "echo: ping"
+
+
+def test_serving_tunes_the_collector() -> None:
+    # issue 19: what start-up built is frozen out of the collector's sight and young
+    # collections are rarer once the gateway serves
+    import gc
+
+    from gateway.app import GC_YOUNG_THRESHOLD, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        gc.unfreeze()
+        tune_gc()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
