@@ -12,7 +12,7 @@ ARGS ?=
 # never serves fake answers unless told to.
 MOCK_FLAG := $(if $(or $(OPENAI_API_KEY),$(GATEWAY_CONFIG),$(findstring --config,$(ARGS))),,--mock)
 
-.PHONY: venv test-venv run mock test lint typecheck unit e2e bench gate locust soak fleet clean
+.PHONY: venv test-venv run mock test lint typecheck unit e2e bench gate compare locust soak fleet clean
 
 # What running needs, and nothing else.
 $(STAMP): pyproject.toml
@@ -67,6 +67,12 @@ gate: test-venv
 bench: test-venv
 	$(BIN)/python -m pip install -q -e '.[perf]'
 	$(BIN)/python -m tests.perf.bench --out bench-results/latest.md $(ARGS)
+
+## Before/after in one run (~3 min): this checkout against git revision BEFORE (a commit or a
+## tag), with a bare aiohttp proxy as the floor; e.g. `make compare BEFORE=1d2fbb0`.
+BEFORE ?=
+compare: test-venv
+	$(BIN)/python -m tests.perf.compare $(if $(BEFORE),--before $(BEFORE)) $(ARGS)
 
 ## Locust, headless for 5 s against a gateway on its mock upstream.
 locust: test-venv

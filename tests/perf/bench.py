@@ -6,7 +6,7 @@ the same traffic straight to the mock and through the gateway, alternating the t
 rounds so that a noisy neighbour hits both alike. Every figure that is compared with a target
 is a difference or a ratio from this one run. It then measures the gateway's memory (idle, and
 with 1,000 open streams), runs the translator micro-benchmarks, and writes markdown tables
-with a PASS/MISS column against the targets of issue 7.
+with a PASS/MISS column against the targets of issue 19.
 
 This module is the command line and the order of a run; the parts live beside it:
 ``servers.py`` (processes, pinning, readiness), ``matrix.py`` (plan, validation, the matrix),

@@ -136,6 +136,7 @@ def start_process(
     env: dict[str, str],
     cpus: set[int] | None,
     log_dir: Path,
+    cwd: Path = ROOT,
 ) -> Proc:
     log = log_dir / f"{name}.log"
 
@@ -145,7 +146,7 @@ def start_process(
 
     with log.open("wb") as fh:
         popen = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, preexec_fn=pin
+            argv, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, preexec_fn=pin
         )
     return Proc(name, popen, log, f"http://{HOST}:{port}")
 

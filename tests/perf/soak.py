@@ -118,10 +118,10 @@ async def _misbehave(name: str, url: str, body: bytes) -> str:
     """A stuck reader or a half-sent body; how the gateway ended it."""
     loop = asyncio.get_running_loop()
     sock = await _raw_request(url, body, send=len(body) if name == "stuck_reader" else 10)
+    data = b""
     try:
         if name == "stuck_reader":
             await asyncio.sleep(CLIENT_TIMEOUT * 2.5)  # not reading: buffers fill, then a cut
-        data = b""
         async with asyncio.timeout(CLIENT_TIMEOUT * 3):
             while chunk := await loop.sock_recv(sock, 1 << 20):
                 data += chunk
@@ -130,6 +130,10 @@ async def _misbehave(name: str, url: str, body: bytes) -> str:
     except (ConnectionResetError, BrokenPipeError):
         return "cut by the gateway"
     except TimeoutError:
+        if data.startswith(b"HTTP/1.1 ") and not data.startswith(b"HTTP/1.1 200"):
+            # refused before streaming (e.g. 529 while a circuit is open): a whole answer on
+            # a kept-alive connection, nothing to cut
+            return f"HTTP {data.split(b' ', 2)[1].decode()}"
         return "NOT cut by the gateway"
     finally:
         sock.close()
