@@ -100,7 +100,7 @@ def make_runner(app: web.Application) -> GatewayRunner:
 
 #: young-generation collections every this many net allocations instead of Python's 700: a
 #: request allocates a few hundred objects, nearly none of them in cycles (issue 19: -4 % CPU per
-#: small request at c=16; RSS unchanged within the benchmark's probes)
+#: small request at c=16; the benchmark's RSS probes unchanged, the soak's plateau 5-10 MB up)
 GC_YOUNG_THRESHOLD: Final = 20_000
 
 
