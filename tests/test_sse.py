@@ -712,15 +712,18 @@ _SOUP = st.lists(
 def test_property_matches_naive_reference(stream: bytes, cuts: list[int], limit: int) -> None:
     # Any byte soup, any chunking, any cap: the incremental decoder agrees with a whole-stream
     # reading, including on whether the size cap is hit.
-    expected = reference_decode(stream, limit)
     chunks = split_at(stream, [c for c in cuts if c <= len(stream)])
-    try:
-        got: list[SSEEvent] | str = decode_all(chunks, max_event_bytes=limit)
-    except SSEError:
-        got = "SSEError"
-    assert got == expected
+    assert decode_or_error(chunks, limit) == reference_decode(stream, limit)
     # and with no cap in play
     assert decode_all(chunks) == reference_decode(stream, 1 << 30)
+
+
+def decode_or_error(chunks: list[bytes], cap: int) -> list[SSEEvent] | str:
+    """The events, or "SSEError" (as ``reference_decode`` says it) when the cap is hit."""
+    try:
+        return decode_all(chunks, max_event_bytes=cap)
+    except SSEError:
+        return "SSEError"
 
 
 # --------------------------------------------------------------------------------------------
@@ -850,10 +853,5 @@ def test_property_fast_path_matches_naive_reference(
     # a run threshold of 1 sends every block through the regex path, the real one only long
     # blocks; with the cap in play, and not
     for run_bytes, cap in itertools.product((1, sse._RUN_BYTES), (limit, 16 * 1024 * 1024)):
-        expected = reference_decode(stream, cap)
         with mock.patch.object(sse, "_RUN_BYTES", run_bytes):
-            try:
-                got: list[SSEEvent] | str = decode_all(chunks, max_event_bytes=cap)
-            except SSEError:
-                got = "SSEError"
-        assert got == expected
+            assert decode_or_error(chunks, cap) == reference_decode(stream, cap)
