@@ -275,7 +275,8 @@ def render_checks(checks: list[Check]) -> str:
 
 
 def _interpreter() -> str:
-    """Where the interpreter comes from: a build's optimisation is worth 10-20 % here."""
+    """Where the interpreter comes from: a PGO/LTO build ran this gateway ~5 % faster end to end
+    and its translators 15-20 % faster here (2026-12-01)."""
     base = os.path.realpath(sys.base_prefix)
     if base == "/usr":
         return "the distribution's build"
