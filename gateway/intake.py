@@ -93,13 +93,19 @@ def check_json_values(body: bytes, limit: int) -> None:
 
 
 async def _read_all(content: StreamReader, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLargeError(f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
+    if content.is_eof():  # all of it arrived already: taken at once, no async loop (issue 19)
+        chunks = [content.read_nowait()]
+        size = len(chunks[0])
+    else:
+        chunks = []
+        size = 0
+        async for chunk in content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                break
+            chunks.append(chunk)
+    if size > limit:
+        raise RequestTooLargeError(f"request body exceeds {limit} bytes")
     return b"".join(chunks)
 
 
@@ -132,9 +138,7 @@ async def receive(
         raise RequestTooLargeError(f"request body of {length} bytes exceeds {limit} bytes")
     content = request.content
     if content.is_eof():  # all of it arrived already: nothing to wait for
-        body = content.read_nowait()
-        if len(body) > limit:
-            raise RequestTooLargeError(f"request body exceeds {limit} bytes")
+        body = await _read_all(content, limit)
     else:
         wait = settings.timeouts.client_body
         try:

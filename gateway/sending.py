@@ -85,7 +85,8 @@ async def send_response(
     request: web.Request, resp: web.StreamResponse, send_timeout: float, ctx: RequestContext
 ) -> None:
     """Write a whole (not yet prepared) response, cutting a client that takes no bytes for
-    ``send_timeout`` seconds (issue 10 item 1): one timer, no task, on the hot path."""
+    ``send_timeout`` seconds (issue 10 item 1): one timer, no task, on the hot path; none for
+    a small answer that cannot block."""
     transport = request.transport
     if transport is None:
         return
@@ -97,11 +98,7 @@ async def send_response(
     ):
         # Far below the transport's high-water mark, onto an empty buffer: the write cannot
         # pause, so nothing waits on the client and no stall check is needed (issue 19).
-        try:
-            await resp.prepare(request)
-            await resp.write_eof()
-        except (ConnectionError, RuntimeError):
-            ctx.outcome = ctx.outcome or "client_closed"
+        await _write(request, resp, ctx)
         return
     loop = asyncio.get_running_loop()
     check = StallCheck(transport, send_timeout)
@@ -119,12 +116,17 @@ async def send_response(
 
     handle = loop.call_at(loop.time() + check.period, look)
     try:
+        await _write(request, resp, ctx)
+    finally:
+        handle.cancel()
+
+
+async def _write(request: web.Request, resp: web.StreamResponse, ctx: RequestContext) -> None:
+    try:
         await resp.prepare(request)
         await resp.write_eof()
     except (ConnectionError, RuntimeError):
         ctx.outcome = ctx.outcome or "client_closed"
-    finally:
-        handle.cancel()
 
 
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)

@@ -34,7 +34,7 @@ def day_and_month(now: float) -> tuple[str, str]:
     if not day[0] <= now < day[1]:
         d = datetime.fromtimestamp(now, UTC)
         start = d.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-        _day[:] = [start, start + 86400.0, d.strftime("%Y-%m-%d"), d.strftime("%Y-%m")]
+        day[:] = [start, start + 86400.0, d.strftime("%Y-%m-%d"), d.strftime("%Y-%m")]
     return day[2], day[3]
 
 
