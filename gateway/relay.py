@@ -318,11 +318,7 @@ async def relay(
         try:
             async for chunk in upstream.content.iter_any():
                 watchdog.touch()
-                frames: list[bytes] = []
-                for event in decoder.feed(chunk):
-                    frames += translator.feed(event)
-                    if translator.done:
-                        break
+                frames = translator.feed_many(decoder.feed(chunk))
                 if frames:
                     await send(b"".join(frames))
                     if ctx.ttfb_ms is None:
@@ -331,11 +327,7 @@ async def relay(
                     break
             else:
                 fully_read = True
-                frames = []
-                for event in decoder.finish():
-                    if translator.done:
-                        break
-                    frames += translator.feed(event)
+                frames = translator.feed_many(decoder.finish())
                 if not translator.done:
                     frames += translator.finish()
                 if frames:

@@ -15,6 +15,7 @@ No I/O happens here: bytes in, :class:`SSEEvent` values out (design.md, house st
 from __future__ import annotations
 
 import re
+from itertools import chain
 from typing import Final
 
 import msgspec
@@ -34,6 +35,12 @@ _BOM: Final = b"\xef\xbb\xbf"  # U+FEFF in UTF-8
 #: line (line ends already folded to LF); ``_FAST_RUN`` matches a run of them
 _FAST_RUN: Final = re.compile(rb"(?:event: [^\n]*\ndata: [^\n]*\n\n)+")
 _FAST_PAIR: Final = re.compile(rb"event: ([^\n]*)\ndata: ([^\n]*)\n\n")
+#: the bytes of one ``_FAST_PAIR`` match besides its two groups
+_PAIR_FRAMING: Final = len(b"event: \ndata: \n\n")
+#: event names seen on fast runs, decoded once: upstreams use a few dozen; the bound keeps
+#: one that invents names from growing it
+_NAMES: Final[dict[bytes, str]] = {}
+_MAX_NAMES: Final = 256
 #: a block this long holds several events (a text delta is ~250 bytes): worth a regex call
 _RUN_BYTES: Final = 2048
 
@@ -59,17 +66,21 @@ class SSEEvent(msgspec.Struct, frozen=True, gc=False):
 
     ``event`` is the event type, ``"message"`` when the event had no (or an empty) ``event:``
     field (WHATWG §9.2.6, "dispatch the event", step 4). ``data`` is the data buffer with
-    the final LF removed, i.e. the ``data:`` values joined with ``"\\n"``. ``id`` is the last
-    event ID in effect at dispatch (it persists across events; ``None`` until a stream sets
-    one). ``retry`` is the reconnection time in milliseconds in effect at dispatch (it also
-    persists, like the spec's stream-level reconnection time; ``None`` until set).
+    the final LF removed, i.e. the ``data:`` values joined with ``b"\\n"``, as raw bytes: the
+    consumer hands them to its JSON decoder, which reads UTF-8 itself (issue 19: a ``str``
+    first cost a decode per event); bytes that are not UTF-8 are the consumer's to replace
+    (the spec decodes with replacement). ``id`` is the last event ID in effect at dispatch
+    (it persists across events; ``None`` until a stream sets one). ``retry`` is the
+    reconnection time in milliseconds in effect at dispatch (it also persists, like the
+    spec's stream-level reconnection time; ``None`` until set). ``event`` and ``id`` are
+    decoded, with U+FFFD for bytes that are not UTF-8.
 
     A msgspec Struct because construction happens once per event on the hot path and its
     C ``__init__`` is several times cheaper than a slotted dataclass's.
     """
 
     event: str
-    data: str
+    data: bytes
     id: str | None = None
     retry: int | None = None
 
@@ -82,7 +93,8 @@ class SSEDecoder:
     * The events returned over a whole stream do not depend on how its bytes were chunked.
       Line ends may be LF, CRLF or CR; a CRLF split across two chunks is one line end.
     * Lines are decoded as UTF-8 only when whole, so a character split across chunks decodes
-      correctly; invalid UTF-8 becomes U+FFFD and never raises.
+      correctly; invalid UTF-8 in a name or id becomes U+FFFD and never raises (``data``
+      stays bytes, see :class:`SSEEvent`).
     * Linear time: a chunk is searched for line ends once, when it arrives. The partial
       line kept between feeds never contains a line end (that is the invariant that replaces
       a scan offset), so a long line fed one byte at a time is never re-scanned.
@@ -226,14 +238,7 @@ class SSEDecoder:
                 # dispatches nothing but still resets the event type buffer.
                 if data:
                     raw = data[0] if len(data) == 1 else b"\n".join(data)
-                    events.append(
-                        SSEEvent(
-                            event_type or "message",
-                            raw.decode("utf-8", "replace"),
-                            last_id,
-                            retry,
-                        )
-                    )
+                    events.append(SSEEvent(event_type or "message", raw, last_id, retry))
                     data = []
                 event_type = ""
                 size = 0
@@ -281,23 +286,53 @@ class SSEDecoder:
     def _runs(self, block: bytes) -> list[SSEEvent]:
         """A block of ``_RUN_BYTES`` or more (a read that found a burst buffered), with no
         event in it over the cap. Nearly every upstream event is the two lines "event: NAME" and
-        "data: JSON" then a blank line (issue 19): runs of such events are split by the regex
-        engine; any other event, and one begun in an earlier block, goes through the
-        line-by-line loop, which keeps the state between blocks. Cutting a block at blank
-        lines changes nothing: the loop reads lines, not blocks. A shorter block (an upstream
-        sending as it generates, an event per read) never comes here: a regex call costs more."""
+        "data: JSON" then a blank line (issue 19), so the regex engine takes such events in
+        one pass over the block; an event begun in an earlier block is finished, and whatever
+        follows the run is read, by the line-by-line loop, which keeps the state between
+        blocks. Cutting a block at blank lines changes nothing: the loop reads lines, not
+        blocks. A shorter block (an upstream sending as it generates, an event per read)
+        never comes here: a regex call costs more than one event there."""
         events: list[SSEEvent] = []
-        pos, end = 0, len(block)
+        pos = 0
+        if self._data or self._event_type or self._size:
+            cut = block.find(b"\n\n")
+            if cut < 0:
+                return self._plain(block)
+            events = self._plain(block[: cut + 2])
+            pos = cut + 2
+        if not block.startswith(b"event: ", pos):
+            # Not the Responses shape (Chat Completions events have no name): line by line.
+            return events + self._plain(block[pos:])
+        pairs = _FAST_PAIR.findall(block, pos)
+        # findall skips what it cannot match, so the pairs are the events only if they tile
+        # the block from ``pos``: then they end at ``rest``, with a blank line, and no blank
+        # line follows (a skipped event would leave one there: see _tiles).
+        rest = pos + _PAIR_FRAMING * len(pairs) + sum(map(len, chain.from_iterable(pairs)))
+        if not _tiles(block, pos, rest):
+            return events + self._mixed(block, pos)
+        last_id, retry = self._last_id, self._retry
+        names = _NAMES
+        events += [
+            SSEEvent(names.get(name) or _name(name), data, last_id, retry) for name, data in pairs
+        ]
+        if rest < len(block):
+            events += self._plain(block[rest:])
+        return events
+
+    def _mixed(self, block: bytes, pos: int) -> list[SSEEvent]:
+        """A block from ``pos`` with other events among the fast ones (comments, ``id:``
+        lines): runs of fast events by the regex engine, the others line by line."""
+        events: list[SSEEvent] = []
+        end = len(block)
         while pos < end:
             if not (self._data or self._event_type or self._size):
                 run = _FAST_RUN.match(block, pos)
                 if run is not None:
                     last_id, retry = self._last_id, self._retry
                     events += [
-                        SSEEvent(name.decode("utf-8", "replace") or "message",
-                                 data.decode("utf-8", "replace"), last_id, retry)
+                        SSEEvent(_NAMES.get(name) or _name(name), data, last_id, retry)
                         for name, data in _FAST_PAIR.findall(block, pos, run.end())
-                    ]  # fmt: skip
+                    ]
                     pos = run.end()
                     continue
             cut = block.find(b"\n\n", pos)
@@ -307,6 +342,25 @@ class SSEDecoder:
             events += self._plain(block[pos : cut + 2])
             pos = cut + 2
         return events
+
+
+def _tiles(block: bytes, pos: int, rest: int) -> bool:
+    """Whether findall's matches from ``pos``, ``rest - pos`` bytes in all, are contiguous.
+
+    If they are, ``block[pos:rest]`` ends with the last match's blank line and no complete
+    event follows. If any byte before the last match's end was skipped, the matches end
+    after ``rest``, so the last one's blank line lies at or after ``rest`` and ``find`` sees
+    it, unless it starts at ``rest - 1``; then ``block[rest - 2:rest]`` is the last data
+    byte (or the space of an empty ``data: ``) and a line end, not a blank line."""
+    return rest > pos and block.endswith(b"\n\n", pos, rest) and block.find(b"\n\n", rest) < 0
+
+
+def _name(raw: bytes) -> str:
+    """An event name's ``str``, remembered for the next event (up to ``_MAX_NAMES``)."""
+    name = raw.decode("utf-8", "replace") or "message"
+    if len(_NAMES) < _MAX_NAMES:
+        _NAMES[raw] = name
+    return name
 
 
 def encode_frame(event: bytes, data: bytes) -> bytes:

@@ -30,16 +30,23 @@ BLOCK_KEYS: dict[str, tuple[str, ...]] = {
 
 
 def run_translator(
-    tr: StreamTranslator, body: bytes, chunks: Iterable[bytes] | None = None
+    tr: StreamTranslator,
+    body: bytes,
+    chunks: Iterable[bytes] | None = None,
+    *,
+    one_by_one: bool = False,
 ) -> list[bytes]:
-    """Feed ``body`` (optionally pre-split) through SSEDecoder + ``tr``, then EOF."""
+    """Feed ``body`` (optionally pre-split) through SSEDecoder + ``tr``, then EOF: the events
+    of each chunk with one ``feed_many`` call, as the relay does, or each with ``feed``."""
     decoder = SSEDecoder()
     frames: list[bytes] = []
-    for chunk in chunks if chunks is not None else [body]:
-        for ev in decoder.feed(chunk):
+    for chunk in [*(chunks if chunks is not None else [body]), None]:
+        events = decoder.feed(chunk) if chunk is not None else decoder.finish()
+        if not one_by_one:
+            frames += tr.feed_many(events)
+            continue
+        for ev in events:
             frames += tr.feed(ev)
-    for ev in decoder.finish():
-        frames += tr.feed(ev)
     frames += tr.finish()
     return frames
 

@@ -41,9 +41,11 @@ def split_at(stream: bytes, points: Sequence[int]) -> list[bytes]:
 
 
 def msg(
-    data: str, event: str = "message", id: str | None = None, retry: int | None = None
+    data: str | bytes, event: str = "message", id: str | None = None, retry: int | None = None
 ) -> SSEEvent:
-    return SSEEvent(event=event, data=data, id=id, retry=retry)
+    """An expected event; ``data`` as text (UTF-8 encoded here) or as the raw bytes."""
+    raw = data.encode() if isinstance(data, str) else data
+    return SSEEvent(event=event, data=raw, id=id, retry=retry)
 
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
@@ -63,7 +65,7 @@ def reference_decode(stream: bytes, max_event_bytes: int) -> list[SSEEvent] | st
         lines.pop()
     lines.append(b"")  # the lenient end of stream
     events: list[SSEEvent] = []
-    data: list[str] = []
+    data: list[bytes] = []
     event_type = ""
     last_id: str | None = None
     retry: int | None = None
@@ -71,7 +73,7 @@ def reference_decode(stream: bytes, max_event_bytes: int) -> list[SSEEvent] | st
     for raw in lines:
         if raw == b"":
             if data:
-                events.append(msg("\n".join(data), event_type or "message", last_id, retry))
+                events.append(msg(b"\n".join(data), event_type or "message", last_id, retry))
             data = []
             event_type = ""
             size = 0
@@ -79,21 +81,21 @@ def reference_decode(stream: bytes, max_event_bytes: int) -> list[SSEEvent] | st
         size += len(raw)
         if size > max_event_bytes:
             return "SSEError"
-        line = raw.decode("utf-8", "replace")
-        if line.startswith(":"):
+        if raw.startswith(b":"):
             continue
-        field, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
+        field, colon, value = raw.partition(b":")
+        if colon and value.startswith(b" "):
             value = value[1:]
-        if field == "data":
-            data.append(value)
-        elif field == "event":
-            event_type = value
-        elif field == "id":
-            if "\0" not in value:
-                last_id = value
-        elif field == "retry" and value and all(c in "0123456789" for c in value):
-            retry = int(value)
+        text = value.decode("utf-8", "replace")
+        if field == b"data":
+            data.append(value)  # data stays bytes (SSEEvent)
+        elif field == b"event":
+            event_type = text
+        elif field == b"id":
+            if "\0" not in text:
+                last_id = text
+        elif field == b"retry" and text and all(c in "0123456789" for c in text):
+            retry = int(text)
     return events
 
 
@@ -220,7 +222,7 @@ def test_fixtures_decode_to_the_expected_events() -> None:
     assert len(RESPONSES_EVENTS) == 6
     assert RESPONSES_EVENTS[2].event == "response.output_text.delta"
     assert json.loads(RESPONSES_EVENTS[2].data)["delta"] == "Grüße, 世界 😀"
-    assert CHAT_EVENTS[-1] == SSEEvent("message", "[DONE]", None, None)
+    assert CHAT_EVENTS[-1] == SSEEvent("message", b"[DONE]", None, None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,12 +376,12 @@ def test_multibyte_char_split_at_every_position(char: str) -> None:
     assert decode_all([stream[i : i + 1] for i in range(len(stream))]) == expected
 
 
-def test_invalid_utf8_becomes_replacement_characters() -> None:
+def test_invalid_utf8_name_becomes_replacement_characters_data_stays_raw() -> None:
     stream = b"event: \xff\ndata: a\xe2\x82\ndata: \xc3\n\n"
-    assert decode_all([stream]) == [msg("a\ufffd\n\ufffd", event="\ufffd")]
-    assert decode_all([stream[i : i + 1] for i in range(len(stream))]) == [
-        msg("a\ufffd\n\ufffd", event="\ufffd")
-    ]
+    # the name is decoded with replacement; data stays the bytes received (SSEEvent)
+    expected = [msg(b"a\xe2\x82\n\xc3", event="\ufffd")]
+    assert decode_all([stream]) == expected
+    assert decode_all([stream[i : i + 1] for i in range(len(stream))]) == expected
 
 
 def test_bom_stripped_at_stream_start() -> None:
@@ -805,7 +807,7 @@ def test_property_encode_event_round_trip(name: str, payload: object, step: int)
     assert len(events) == 1
     assert events[0].event == name
     assert orjson.loads(events[0].data) == payload
-    assert events[0].data.encode() == orjson.dumps(payload)
+    assert events[0].data == orjson.dumps(payload)
 
 
 def test_bom_split_across_chunks_does_not_count_against_the_cap() -> None:
@@ -832,6 +834,8 @@ _FAST_SOUP = st.lists(
             b"id: 7\n",
             b"retry: 30\n",
             b": keep-alive\n\n",
+            b": keep-alive-1\n\n",  # as long as the shortest fast event (see _tiles)
+            b"x",  # a byte the regex would skip, before an "event:" that is no field then
             b"\n",
             b"\r\n",
             b"\xef\xbb\xbf",
@@ -855,3 +859,26 @@ def test_property_fast_path_matches_naive_reference(
     for run_bytes, cap in itertools.product((1, sse._RUN_BYTES), (limit, 16 * 1024 * 1024)):
         with mock.patch.object(sse, "_RUN_BYTES", run_bytes):
             assert decode_or_error(chunks, cap) == reference_decode(stream, cap)
+
+
+def test_fast_path_is_not_fooled_by_a_skipped_event_as_long_as_the_next() -> None:
+    # findall skips the comment; its 16 bytes equal the last event's, so the matches' lengths
+    # add up to a span that ends in a blank line. The blank line after that span gives the
+    # skipped bytes away (_tiles); without that check the last event came out twice.
+    stream = b"event: a\ndata: 1\n\n" + b": keep-alive-1\n\n" + b"event: \ndata: \n\n"
+    expected = [msg("1", event="a"), msg("")]
+    assert reference_decode(stream, 1 << 20) == expected
+    with mock.patch.object(sse, "_RUN_BYTES", 1):
+        assert decode_all([stream]) == expected
+    padded = stream * (sse._RUN_BYTES // len(stream) + 1)  # long enough for the real path
+    assert decode_all([padded]) == expected * (sse._RUN_BYTES // len(stream) + 1)
+
+
+def test_fast_path_is_not_fooled_by_one_skipped_byte() -> None:
+    # "xevent" is an unknown field, so this is a "message" event; findall matches from the
+    # second byte, and the span its length gives ends one byte short, at "1\n", not at a
+    # blank line (_tiles); without that check the event came out named "a".
+    stream = b"xevent: a\ndata: 1\n\n"
+    assert reference_decode(stream, 1 << 20) == [msg("1")]
+    with mock.patch.object(sse, "_RUN_BYTES", 1):
+        assert decode_all([stream]) == [msg("1")]

@@ -319,7 +319,7 @@ def accumulate_chat(body: bytes) -> bytes:
     usage = None
     decoder = SSEDecoder()
     for ev in decoder.feed(body) + decoder.finish():
-        if ev.data.strip() == "[DONE]":
+        if ev.data.strip() == b"[DONE]":
             continue
         doc = json.loads(ev.data)
         usage = doc.get("usage") or usage
@@ -437,7 +437,7 @@ def new(**kw: Any) -> ChatStreamTranslator:
 
 def test_first_event_of_any_kind_starts_the_message() -> None:
     tr = new(input_tokens=99)
-    out = tr.feed(SSEEvent("message", '{"id":"x","choices":[]}'))
+    out = tr.feed(SSEEvent("message", b'{"id":"x","choices":[]}'))
     assert out == [
         b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_golden",'
         b'"type":"message","role":"assistant","model":"claude-test","content":[],'
@@ -451,16 +451,29 @@ def test_first_event_of_any_kind_starts_the_message() -> None:
 def test_nothing_after_done() -> None:
     tr = new()
     for data in (chunk({"content": "hi"}), chunk({}, "stop"), DONE):
-        tr.feed(SSEEvent("message", data[6:-2].decode()))
+        tr.feed(SSEEvent("message", data[6:-2]))
     assert tr.done and tr.stop_reason == "end_turn" and tr.error is None
-    assert tr.feed(SSEEvent("message", "[DONE]")) == []
+    assert tr.feed(SSEEvent("message", b"[DONE]")) == []
     assert tr.finish() == [] and tr.fail(errors.APIError("late")) == []
     assert tr.error is None
 
 
+def test_data_not_utf8_is_read_with_replacement_characters() -> None:
+    # data stays bytes to the JSON decoder, which refuses bad UTF-8; the translator reads it
+    # as the SSE standard does, with U+FFFD, rather than failing the stream
+    body = b"".join(
+        (chunk({"content": "ok BAD"}).replace(b"BAD", b"\xff\xfe!"), chunk({}, "stop"), DONE)
+    )
+    frames, tr = translate(body, thinking=False)
+    out = events_of(frames)
+    check_stream(out)
+    assert tr.error is None and tr.upstream_events == 3
+    assert blocks(accumulate(out).content) == [{"type": "text", "text": "ok \ufffd\ufffd!"}]
+
+
 def test_fail_emits_one_error_frame() -> None:
     tr = new(request_id="req_1")
-    tr.feed(SSEEvent("message", chunk({"content": "partial"})[6:-2].decode()))
+    tr.feed(SSEEvent("message", chunk({"content": "partial"})[6:-2]))
     assert tr.usage.output_tokens == 2 and not tr.done  # running estimate (7 characters)
     out = tr.fail(errors.GatewayTimeoutError("upstream read timed out"))
     assert out == [
@@ -709,7 +722,7 @@ def test_stop_sequence_spanning_chunks_and_held_back() -> None:
     tr = new(stop_sequences=["STOP"])
     out: list[bytes] = []
     for data in (chunk({"content": "abc ST"}), chunk({"content": "OP more"})):
-        got = tr.feed(SSEEvent("message", data[6:-2].decode()))
+        got = tr.feed(SSEEvent("message", data[6:-2]))
         out += got
         if data.endswith(b'ST"},"finish_reason":null}]}\n\n'):
             assert deltas(events_of(out), "text") == ["abc "]  # "ST" held back

@@ -53,7 +53,7 @@ REQ_ID = "req_golden"
 
 
 def translate(
-    body: bytes, chunks: Iterable[bytes] | None = None, **kw: Any
+    body: bytes, chunks: Iterable[bytes] | None = None, one_by_one: bool = False, **kw: Any
 ) -> tuple[list[bytes], ResponsesStreamTranslator]:
     """Feed ``body`` (optionally pre-split) through SSEDecoder + translator, then EOF."""
     kw.setdefault("model", "claude-test")
@@ -62,7 +62,7 @@ def translate(
     kw.setdefault("message_id", MSG_ID)
     kw.setdefault("request_id", REQ_ID)
     tr = ResponsesStreamTranslator(**kw)
-    return run_translator(tr, body, chunks), tr
+    return run_translator(tr, body, chunks, one_by_one=one_by_one), tr
 
 
 def blocks(content: list[Any], *, signed_ids_only: bool = False) -> list[dict[str, Any]]:
@@ -424,6 +424,21 @@ def test_golden_equivalence(case: str) -> None:
 
 
 @pytest.mark.parametrize("case", _golden_ids())
+def test_golden_events_one_by_one(case: str) -> None:
+    # feed_many's loop (the hot path inline) gives what feed gives event by event
+    stem, opts, _ = GOLDEN[case]
+    body = (FIXTURES / f"{stem}.sse").read_bytes()
+    whole, tr_many = translate(body, **opts)
+    singly, tr_one = translate(body, one_by_one=True, **opts)
+    assert singly == whole
+    assert (tr_one.upstream_events, tr_one.frames_out, tr_one.ignored_events) == (
+        tr_many.upstream_events,
+        tr_many.frames_out,
+        tr_many.ignored_events,
+    )
+
+
+@pytest.mark.parametrize("case", _golden_ids())
 def test_golden_random_splits(case: str) -> None:
     stem, opts, _ = GOLDEN[case]
     body = (FIXTURES / f"{stem}.sse").read_bytes()
@@ -718,7 +733,7 @@ def test_grammar_rejects(events: Events, why: str) -> None:
 def feed_all(tr: ResponsesStreamTranslator, events: list[dict[str, Any]]) -> Events:
     frames: list[bytes] = []
     for ev in events:
-        frames += tr.feed(SSEEvent(ev["type"], orjson.dumps(ev).decode()))
+        frames += tr.feed(SSEEvent(ev["type"], orjson.dumps(ev)))
     return events_of(frames)
 
 
@@ -747,7 +762,7 @@ def tool_spec(name: str, *deltas: str, n: int = 1, **extra: Any) -> dict[str, An
 
 def test_first_event_of_any_kind_starts_the_message() -> None:
     tr = new(input_tokens=99)
-    out = tr.feed(SSEEvent("x", '{"type":"response.something_new","a":1}'))
+    out = tr.feed(SSEEvent("x", b'{"type":"response.something_new","a":1}'))
     assert out == [
         b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_golden",'
         b'"type":"message","role":"assistant","model":"claude-test","content":[],'
@@ -763,7 +778,7 @@ def test_nothing_after_done() -> None:
     events = render_events([text_spec("hi")])
     feed_all(tr, events)
     assert tr.done and tr.stop_reason == "end_turn" and tr.error is None
-    assert tr.feed(SSEEvent("message", orjson.dumps(events[-1]).decode())) == []
+    assert tr.feed(SSEEvent("message", orjson.dumps(events[-1]))) == []
     assert tr.finish() == []
     assert tr.fail(errors.APIError("late")) == []
     assert tr.error is None
@@ -910,16 +925,53 @@ def test_reasoning_without_text_or_encryption_makes_nothing() -> None:
 
 def test_malformed_known_event_is_an_error() -> None:
     tr = new()
-    out = tr.feed(SSEEvent("x", '{"type":"response.output_text.delta","delta":5}'))
+    out = tr.feed(SSEEvent("x", b'{"type":"response.output_text.delta","delta":5}'))
     events = events_of(out)
     check_stream(events)
     assert events[-1][1]["error"]["type"] == "api_error"
     assert "$.delta" in events[-1][1]["error"]["message"]
 
 
+def test_no_fast_path_for_an_index_the_translator_never_opened() -> None:
+    # Before any block, and while a tool's arguments stream, there is no fast text index: an
+    # upstream's output_index of -2 (once the "none" marker) must not write text into the
+    # open block's delta frame (here: into the tool's partial_json).
+    tool = tool_spec("f", '{"a":', "1}", n=1)
+    events = render_events([tool])
+    stray = {
+        "type": "response.output_text.delta",
+        "item_id": "msg_x",
+        "output_index": -2,
+        "content_index": 0,
+        "delta": "STRAY",
+    }
+    at = next(i for i, e in enumerate(events) if e["type"].endswith("arguments.delta"))
+    events[at:at] = [stray]
+    events.insert(0, dict(stray))
+    out = feed_all(new(), events)
+    check_stream(out)
+    deltas = [d["delta"] for n, d in out if n == "content_block_delta"]
+    assert all("STRAY" not in orjson.dumps(d).decode() for d in deltas if "partial_json" in d)
+    tools = [b for b in blocks(accumulate(out).content) if b["type"] == "tool_use"]
+    assert tools == [{"type": "tool_use", "id": "call_1", "name": "f", "input": {"a": 1}}]
+
+
+def test_data_not_utf8_is_read_with_replacement_characters() -> None:
+    # data stays bytes to the JSON decoder, which refuses bad UTF-8; the translator reads it
+    # as the SSE standard does, with U+FFFD, rather than failing the stream
+    events = render_events([text_spec("caf\u00e9 ", "BAD")])
+    body = to_sse(events).replace(b"BAD", b"ok\xff\xfe!")
+    frames, tr = translate(body, thinking=False)
+    out = events_of(frames)
+    check_stream(out)
+    assert tr.error is None
+    text = "caf\u00e9 ok\ufffd\ufffd!"
+    assert blocks(accumulate(out).content) == [{"type": "text", "text": text}]
+
+
 def test_untyped_error_object() -> None:
     tr = new()
-    out = tr.feed(SSEEvent("x", '{"error":{"code":"rate_limit_exceeded","message":"slow down"}}'))
+    out = tr.feed(SSEEvent("x", b'{"error":{"code":"rate_limit_exceeded","message":"slow down"}}'))
     events = events_of(out)
     check_stream(events)
     assert events[-1][1]["error"] == {"type": "rate_limit_error", "message": "slow down"}
@@ -936,7 +988,7 @@ def test_text_gives_way_to_the_next_item() -> None:
     out: Events = []
     tr = new()
     for ev in events:
-        got = events_of(tr.feed(SSEEvent(ev["type"], orjson.dumps(ev).decode())))
+        got = events_of(tr.feed(SSEEvent(ev["type"], orjson.dumps(ev))))
         if ev["type"] == "response.output_item.added" and ev["output_index"] == 1:
             assert [n for n, _ in got] == ["content_block_stop", "content_block_start"]
         out += got

@@ -3,7 +3,7 @@
 Pure: no aiohttp, no asyncio (design.md, house style 1-3). The dialects' stream translators
 (``dialects/responses/stream.py``, ``dialects/chat/stream.py``) subclass
 :class:`BaseStreamTranslator` and keep only their own event dispatch
-(``feed``, with its hot path inline) and quirks; the relay cannot tell them apart.
+(``feed`` or ``feed_many``, with its hot path inline) and quirks; the relay cannot tell them apart.
 
 Output grammar (protocol.md §3.2, §3.4, §10 items 2-5)::
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 import orjson
@@ -89,10 +89,11 @@ class BaseStreamTranslator(ABC, Generic[P]):
 
     Contract (the subclass's ``feed`` keeps it too):
 
-    * ``feed(event)`` returns complete, encoded frames (``event: NAME\\ndata: JSON\\n\\n``,
-      compact JSON) ready to write. The first upstream event yields ``message_start`` then
-      ``ping``. Output depends only on the sequence of events, never on timing or on how
-      the bytes were split.
+    * ``feed(event)`` (``feed_many(events)`` for several) returns complete, encoded frames
+      (``event: NAME\\ndata: JSON\\n\\n``, compact JSON) ready to write. The first upstream
+      event yields ``message_start`` then ``ping``. Output depends only on the sequence of
+      events, never on timing, on how the bytes were split or on how the events were
+      grouped into ``feed_many`` calls.
     * Exactly one terminal frame: ``message_stop`` (after ``message_delta``) or ``error``.
       Then ``done`` is True and every further call returns ``[]``.
     * ``finish()`` at upstream EOF (the dialect's :meth:`_eof` decides how the message ends);
@@ -183,6 +184,17 @@ class BaseStreamTranslator(ABC, Generic[P]):
 
         The dialect's own, with its hot path inline: it counts ``upstream_events`` and
         ``frames_out``, and starts the message on the first event."""
+
+    def feed_many(self, events: Iterable[SSEEvent]) -> list[bytes]:
+        """``feed`` each event in order (the events of one upstream read); return all their
+        frames. Stops at the terminal frame: later events are not read. A dialect may run its
+        own loop (Responses does, with its hot path inline)."""
+        out: list[bytes] = []
+        for event in events:
+            if self.done:
+                break
+            out += self.feed(event)
+        return out
 
     @property
     def usage(self) -> Usage:

@@ -8,7 +8,7 @@ Anthropic frames).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,6 +39,7 @@ class StreamTranslator(Protocol):
     fast_requested: bool
 
     def feed(self, event: SSEEvent) -> list[bytes]: ...
+    def feed_many(self, events: Iterable[SSEEvent]) -> list[bytes]: ...
     def finish(self) -> list[bytes]: ...
     def fail(self, err: GatewayError) -> list[bytes]: ...
 

@@ -23,6 +23,8 @@ from typing import Final
 import msgspec
 from msgspec import Raw, Struct
 
+from ..encoding import utf8_replaced
+
 __all__ = [
     "HEAD_DECODER",
     "RESPONSE_DECODER",
@@ -239,8 +241,10 @@ def decode_item(raw: Raw | bytes | str) -> OutputItem | None:
 
     The hosted-tool items the gateway maps (``web_search_call``, ``code_interpreter_call``,
     ``mcp_call``) decode; other hosted items (``mcp_list_tools``, ``file_search_call`` …) are
-    ignored (§6). Raises ``msgspec.DecodeError`` (or its
-    subclass ``ValidationError``) for malformed JSON or a known item with wrong field types.
+    ignored (§6). Bytes that are not UTF-8 are read with U+FFFD in their place (a stream's
+    event data reaches here undecoded, and the SSE standard decodes with replacement).
+    Raises ``msgspec.DecodeError`` (or its subclass ``ValidationError``) for malformed JSON
+    or a known item with wrong field types.
     """
     try:
         return _ITEM_DECODER.decode(raw)
@@ -249,3 +253,8 @@ def decode_item(raw: Raw | bytes | str) -> OutputItem | None:
         if head.type in _ITEM_TYPES:
             raise
         return None
+    except msgspec.DecodeError:
+        repaired = utf8_replaced(raw.encode() if isinstance(raw, str) else bytes(raw))
+        if repaired is None:
+            raise
+        return decode_item(repaired)

@@ -219,21 +219,33 @@ EVENT_TYPES: Final[frozenset[str]] = frozenset(str(cls.__struct_config__.tag) fo
 _EVENT_DECODER: Final[msgspec.json.Decoder[StreamEvent]] = msgspec.json.Decoder(StreamEvent)
 
 
+#: The hot path's decoder (the stream translator's loop): a known event, or it raises; what
+#: it refuses goes to :func:`decode_refused`.
+decode_known: Final = _EVENT_DECODER.decode
+
+
+def decode_refused(data: str | bytes, exc: msgspec.DecodeError) -> UnknownEvent:
+    """After ``decode_known(data)`` raised ``exc``: :class:`UnknownEvent` for a well-formed
+    event of a type we do not know (hosted tools, future events), else ``exc`` again (malformed
+    JSON, a payload without a string ``type``, or a known event whose fields have the wrong
+    types: ``msgspec.ValidationError``, a subclass, carrying the JSON path)."""
+    if isinstance(exc, msgspec.ValidationError):
+        head = HEAD_DECODER.decode(data)
+        if head.type not in EVENT_TYPES:
+            return UnknownEvent(head.type)
+    raise exc
+
+
 def decode_event(data: str | bytes) -> StreamEvent | UnknownEvent:
     """Decode one upstream event's ``data``; dispatch is on the JSON ``type`` (§7).
 
-    Returns :class:`UnknownEvent` for a well-formed event of a type we do not know (hosted
-    tools, future events). Raises ``msgspec.DecodeError`` for malformed JSON, a payload without
-    a string ``type``, or a known event whose fields have the wrong types
-    (``msgspec.ValidationError``, a subclass, carrying the JSON path).
+    Returns :class:`UnknownEvent` for a well-formed event of a type we do not know; raises
+    ``msgspec.DecodeError`` otherwise (see :func:`decode_refused`).
     """
     try:
-        return _EVENT_DECODER.decode(data)
-    except msgspec.ValidationError:
-        head = HEAD_DECODER.decode(data)
-        if head.type in EVENT_TYPES:
-            raise
-        return UnknownEvent(head.type)
+        return decode_known(data)
+    except msgspec.DecodeError as exc:
+        return decode_refused(data, exc)
 
 
 class _UntypedError(Struct, kw_only=True, gc=False):

@@ -1,9 +1,10 @@
 """Micro-benchmarks of the gateway's pure core, in-process, no sockets on the timed path.
 
 * stream translation: upstream Responses events → Anthropic frames per second, for text
-  deltas and for tool-argument deltas (``ResponsesStreamTranslator.feed`` alone, events
+  deltas and for tool-argument deltas (``ResponsesStreamTranslator.feed_many`` alone, events
   decoded beforehand), and SSE decoding + translation of the raw stream cut into 4 KiB
-  chunks (what the relay does per upstream read);
+  chunks (what the relay does per upstream read); the same for a Chat Completions stream of
+  text deltas (``ChatStreamTranslator``);
 * request path: decoding the ~150 KB Claude-Code-shaped body with ``REQUEST_DECODER``,
   translating it with ``to_responses`` and encoding the payload with orjson, in µs; and the
   way back for its non-streaming answer (``from_responses`` + ``RESPONSE_ENCODER``).
@@ -28,10 +29,15 @@ import orjson
 
 from gateway.anthropic.signatures import Signer
 from gateway.anthropic.tools import tool_name_map
+from gateway.config import load_settings
+from gateway.dialects.base import StreamTranslator
+from gateway.dialects.chat.request import to_chat
+from gateway.dialects.chat.stream import ChatStreamTranslator
 from gateway.dialects.responses.request import to_responses
 from gateway.dialects.responses.response import from_responses
 from gateway.dialects.responses.stream import ResponsesStreamTranslator
 from gateway.mock_upstream import start_mock
+from gateway.routing import Route, Router
 from gateway.schemas.anthropic import REQUEST_DECODER, MessagesRequest
 from gateway.schemas.anthropic_out import RESPONSE_ENCODER
 from gateway.sse import SSEDecoder, SSEEvent
@@ -77,14 +83,14 @@ def time_per_call(fn: Callable[[], object], budget: float, repeats: int = 5) -> 
     return statistics.median(runs)
 
 
-async def _capture_async(bodies: list[bytes]) -> list[bytes]:
+async def _capture_async(bodies: list[bytes], path: str = "/responses") -> list[bytes]:
     runner, base = await start_mock("127.0.0.1", 0)
     try:
         async with aiohttp.ClientSession() as session:
             out: list[bytes] = []
             for body in bodies:
                 async with session.post(
-                    base + "/responses",
+                    base + path,
                     data=body,
                     headers={"content-type": "application/json"},
                 ) as resp:
@@ -101,6 +107,18 @@ def capture_upstream(scenarios: list[Scenario]) -> dict[str, bytes]:
     return {s.name: body for s, body in zip(scenarios, bodies, strict=True)}
 
 
+def capture_chat(sc: Scenario) -> bytes:
+    """The mock's Chat Completions answer to ``sc``'s request, translated by the chat dialect."""
+    req: MessagesRequest = REQUEST_DECODER.decode(sc.anthropic)
+    payload = to_chat(req, _route(req), Signer(SIGNING_KEY), stream=req.stream)
+    return asyncio.run(_capture_async([orjson.dumps(payload)], "/chat/completions"))[0]
+
+
+def _route(req: MessagesRequest) -> Route:
+    env = {"OPENAI_BASE_URL": PLACEHOLDER_BASE, "OPENAI_API_KEY": "sk-bench"}
+    return Router(load_settings(None, env), env).resolve(req.model)
+
+
 def _size(n: int) -> str:
     return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} B"
 
@@ -110,8 +128,10 @@ def _decode_all(stream: bytes) -> list[SSEEvent]:
     return decoder.feed(stream) + decoder.finish()
 
 
-def _translator(req: MessagesRequest, signer: Signer) -> ResponsesStreamTranslator:
-    return ResponsesStreamTranslator(
+def _translator(
+    req: MessagesRequest, signer: Signer, kind: type[StreamTranslator] = ResponsesStreamTranslator
+) -> StreamTranslator:
+    return kind(
         model=req.model,
         signer=signer,
         thinking=False,
@@ -123,29 +143,33 @@ def _translator(req: MessagesRequest, signer: Signer) -> ResponsesStreamTranslat
 
 
 def _stream_rows(
-    sc: Scenario, stream: bytes, signer: Signer, budget: float, label: str
+    sc: Scenario,
+    stream: bytes,
+    signer: Signer,
+    budget: float,
+    label: str,
+    kind: type[StreamTranslator] = ResponsesStreamTranslator,
+    key: str = "",
 ) -> list[MicroRow]:
     req: MessagesRequest = REQUEST_DECODER.decode(sc.anthropic)
+    key = key or sc.name
     events = _decode_all(stream)
     n = len(events)
 
     def translate() -> None:
-        tr = _translator(req, signer)
-        for ev in events:
-            tr.feed(ev)
+        tr = _translator(req, signer, kind)
+        tr.feed_many(events)
         if not tr.done:
             raise AssertionError("stream did not complete")
 
     chunks = [stream[i : i + CHUNK] for i in range(0, len(stream), CHUNK)]
 
     def decode_and_translate() -> None:
-        tr = _translator(req, signer)
+        tr = _translator(req, signer, kind)
         decoder = SSEDecoder()
-        for chunk in chunks:
-            for ev in decoder.feed(chunk):
-                tr.feed(ev)
-        for ev in decoder.finish():
-            tr.feed(ev)
+        for chunk in chunks:  # as the relay does each upstream read
+            tr.feed_many(decoder.feed(chunk))
+        tr.feed_many(decoder.finish())
 
     def decode_only() -> None:
         decoder = SSEDecoder()
@@ -159,14 +183,14 @@ def _stream_rows(
     size = f"{n} events, {_size(len(stream))}"
     return [
         MicroRow(
-            f"translate_{sc.name}",
+            f"translate_{key}",
             f"translator alone, {label} ({size})",
             n / t_tr,
             "events/s",
             t_tr / n * 1e6,
         ),
         MicroRow(
-            f"decode_translate_{sc.name}",
+            f"decode_translate_{key}",
             f"SSEDecoder + translator, {label}, 4 KiB chunks",
             n / t_both,
             "events/s",
@@ -174,7 +198,7 @@ def _stream_rows(
             f"{len(stream) / t_both / 1e6:.0f} MB/s",
         ),
         MicroRow(
-            f"decode_{sc.name}",
+            f"decode_{key}",
             f"SSEDecoder alone, {label}, 4 KiB chunks",
             n / t_dec,
             "events/s",
@@ -187,13 +211,9 @@ def _stream_rows(
 def _request_rows(
     sc: Scenario, answer: bytes, signer: Signer, budget: float, label: str
 ) -> list[MicroRow]:
-    from gateway.config import load_settings
-    from gateway.routing import Router
-
-    env = {"OPENAI_BASE_URL": PLACEHOLDER_BASE, "OPENAI_API_KEY": "sk-bench"}
     body = sc.anthropic
     req: MessagesRequest = REQUEST_DECODER.decode(body)
-    route = Router(load_settings(None, env), env).resolve(req.model)
+    route = _route(req)
     payload = to_responses(req, route, signer, stream=req.stream)
 
     def decode() -> None:
@@ -252,6 +272,16 @@ def run_micro(quick: bool = False) -> list[MicroRow]:
     rows: list[MicroRow] = []
     rows += _stream_rows(by_name["text200"], answers["text200"], signer, budget, "text deltas")
     rows += _stream_rows(by_name["tool100"], answers["tool100"], signer, budget, "tool arguments")
+    chat = capture_chat(by_name["text200"])
+    rows += _stream_rows(
+        by_name["text200"],
+        chat,
+        signer,
+        budget,
+        "Chat text deltas",
+        ChatStreamTranslator,
+        "chat200",
+    )
     rows += _request_rows(by_name["cc150k"], answers["cc150k"], signer, budget, "150 KB request")
     rows += _request_rows(by_name["small"], answers["small"], signer, budget, "small request")
     return rows

@@ -182,7 +182,8 @@ def _micro_rate(micro: list[MicroRow]) -> Target:
     main = rows.get("decode_translate_text200")
     if main is None:
         return Target(what, "not measured", None)
-    others = [rows[k] for k in ("decode_translate_tool100", "translate_text200") if k in rows]
+    keys = ("decode_translate_tool100", "decode_translate_chat200", "translate_text200")
+    others = [rows[k] for k in keys if k in rows]
     note = "text deltas, 4 KiB chunks; " + "; ".join(f"{r.what}: {r.value:,.0f}/s" for r in others)
     return _verdict(what, main.value, 1_000_000, "/s", note)
 

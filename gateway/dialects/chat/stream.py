@@ -27,6 +27,7 @@ from ...anthropic.stream import (
     THINK,
 )
 from ...anthropic.usage import set_service_tier, usage_from_chat
+from ...encoding import utf8_replaced
 from ...errors import APIError, invalid_event
 from ...schemas.openai_chat import CHUNK_DECODER, ChunkChoice, Delta
 from ...sse import SSEEvent
@@ -63,10 +64,14 @@ class ChatStreamTranslator(ChatSegments):
         try:
             chunk = CHUNK_DECODER.decode(event.data)
         except msgspec.DecodeError as exc:
+            repaired = utf8_replaced(event.data)
+            if repaired is not None:
+                self.upstream_events -= 1  # counted again by the call below
+                return self.feed(SSEEvent(event.event, repaired, event.id, event.retry))
             if not self._started:
                 self._start(out)
             data = event.data.strip()
-            if data == "[DONE]":
+            if data == b"[DONE]":
                 self._conclude(out, _DONE_NO_FINISH)
             elif not data:
                 self.ignored_events += 1  # a data-less event is a keep-alive

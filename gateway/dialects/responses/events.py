@@ -15,9 +15,7 @@ from collections.abc import Callable
 from typing import Any, Final, get_args
 
 import msgspec
-import orjson
 
-from ...anthropic.frames import DELTA_END
 from ...anthropic.stop import POLICY_REFUSAL_CODES, refusal_details
 from ...anthropic.stream import ARGS_LIVE, ARGS_WHOLE, DONE, IDLE, TEXT, THINK, TOOL
 from ...errors import failure_error, invalid_event
@@ -64,13 +62,8 @@ _Handler = Callable[[ResponsesContent, Any, list[bytes]], None]
 
 
 def _on_text_delta(self: ResponsesContent, ev: OutputTextDelta, out: list[bytes]) -> None:
+    # A delta for the open text block without stop sequences takes feed_many's hot path.
     delta = ev.delta
-    if ev.output_index == self._fast_text:
-        # Hot path: the open text block, no stop sequences.
-        if delta:
-            self._out_chars += len(delta)
-            out.append(self._prefix + orjson.dumps(delta) + DELTA_END)
-        return
     if not delta:
         return  # text blocks open on the first non-empty delta (§10 item 6)
     it = self._find(ev.output_index, ev.item_id)
@@ -94,11 +87,7 @@ def _on_refusal_delta(self: ResponsesContent, ev: RefusalDelta, out: list[bytes]
 def _on_args_delta(
     self: ResponsesContent, ev: FunctionCallArgumentsDelta, out: list[bytes]
 ) -> None:
-    if ev.output_index == self._fast_args:
-        if ev.delta:
-            self._out_chars += len(ev.delta)
-            out.append(self._prefix + orjson.dumps(ev.delta) + DELTA_END)
-        return
+    # Arguments streaming live into the open tool block take feed_many's hot path instead.
     if not ev.delta:
         return
     it = self._find(ev.output_index, ev.item_id)

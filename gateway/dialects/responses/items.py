@@ -48,6 +48,7 @@ from ...schemas.openai_responses import (
     MessageItem,
     OutputItem,
 )
+from ...schemas.openai_responses_events import FunctionCallArgumentsDelta, OutputTextDelta
 from ...sse import encode_event
 from .hosted import HOSTED_ITEMS
 
@@ -107,10 +108,11 @@ class ResponsesItems(BaseStreamTranslator[Item]):
         self._items: list[Item] = []
         self._by_index: dict[int, Item] = {}
         self._by_id: dict[str, Item] = {}
-        # output_index of the open item when its deltas can take the fast path, else -2
-        # (never an index; -1 means "absent" in the schema).
-        self._fast_text = -2
-        self._fast_args = -2
+        # The delta event class and output_index whose deltas take the fast path (the open
+        # text block without stop sequences, the open tool block streaming its arguments
+        # live), else None (an upstream can send any int; -1 means "absent" in the schema).
+        self._fast_kind: type[OutputTextDelta | FunctionCallArgumentsDelta] | None = None
+        self._fast_index: int | None = None
         self._searches = 0  # hosted web searches (usage.server_tool_use)
 
     # -----------------------------------------------------------------------------------------
@@ -163,14 +165,16 @@ class ResponsesItems(BaseStreamTranslator[Item]):
 
     def _set_open(self, it: Item | None) -> None:
         self._open = it
-        self._fast_text = self._fast_args = -2
+        self._fast_kind = self._fast_index = None
         if it is None:
             return
         self._prefix = it.prefix
+        if it.output_index < 0:
+            return
         if it.kind == TEXT and it.scanner is None:
-            self._fast_text = it.output_index if it.output_index >= 0 else -2
+            self._fast_kind, self._fast_index = OutputTextDelta, it.output_index
         elif it.kind == TOOL and it.args_mode == ARGS_LIVE:
-            self._fast_args = it.output_index if it.output_index >= 0 else -2
+            self._fast_kind, self._fast_index = FunctionCallArgumentsDelta, it.output_index
 
     # -----------------------------------------------------------------------------------------
     # Blocks (the bookkeeping is gateway.anthropic.stream's)
