@@ -76,7 +76,7 @@ def reset_mint() -> None:
 
 
 def translate(
-    body: bytes, chunks: Iterable[bytes] | None = None, **kw: Any
+    body: bytes, chunks: Iterable[bytes] | None = None, one_by_one: bool = False, **kw: Any
 ) -> tuple[list[bytes], ChatStreamTranslator]:
     """Feed ``body`` (optionally pre-split) through SSEDecoder + translator, then EOF."""
     reset_mint()
@@ -86,7 +86,7 @@ def translate(
     kw.setdefault("message_id", MSG_ID)
     kw.setdefault("request_id", REQ_ID)
     tr = ChatStreamTranslator(**kw)
-    return run_translator(tr, body, chunks), tr
+    return run_translator(tr, body, chunks, one_by_one=one_by_one), tr
 
 
 def blocks(content: list[Any]) -> list[dict[str, Any]]:
@@ -179,6 +179,21 @@ def test_golden_equivalence(case: str) -> None:
     frames, _ = translate((FIXTURES / f"{stem}.sse").read_bytes(), **opts)
     json_body = (FIXTURES / f"{stem}.json").read_bytes()
     assert_equivalent(json_body, events_of(frames), compare_usage=mode == "full", **opts)
+
+
+@pytest.mark.parametrize("case", _golden_ids())
+def test_golden_events_one_by_one(case: str) -> None:
+    # feed_many's loop (the hot path inline) gives what feed gives event by event
+    stem, opts, _ = GOLDEN[case]
+    body = (FIXTURES / f"{stem}.sse").read_bytes()
+    whole, tr_many = translate(body, **opts)
+    singly, tr_one = translate(body, one_by_one=True, **opts)
+    assert singly == whole
+    assert (tr_one.upstream_events, tr_one.frames_out, tr_one.ignored_events) == (
+        tr_many.upstream_events,
+        tr_many.frames_out,
+        tr_many.ignored_events,
+    )
 
 
 @pytest.mark.parametrize("case", _golden_ids())

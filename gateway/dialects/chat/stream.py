@@ -1,7 +1,7 @@
 """Chat Completions stream chunks → Anthropic Messages SSE frames (one state machine class).
 
 Pure: no aiohttp, no asyncio (design.md, house style 1-3). Same contract as the Responses
-stream translator (the relay cannot tell them apart): ``feed(event)`` per upstream SSE event,
+stream translator (the relay cannot tell them apart): ``feed_many(events)`` per upstream read,
 ``finish()`` at upstream EOF, ``fail(err)`` on a transport failure. This module reads the
 chunks and ends the message; the segments and their blocks are :mod:`.segments`'.
 
@@ -16,6 +16,7 @@ a finish_reason, or with an ``{"error": …}`` chunk, ends with one ``error`` fr
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 import msgspec
@@ -29,7 +30,7 @@ from ...anthropic.stream import (
 from ...anthropic.usage import set_service_tier, usage_from_chat
 from ...encoding import utf8_replaced
 from ...errors import APIError, invalid_event
-from ...schemas.openai_chat import CHUNK_DECODER, ChunkChoice, Delta
+from ...schemas.openai_chat import CHUNK_DECODER, Chunk, ChunkChoice, Delta
 from ...sse import SSEEvent
 from .response import chat_error, chat_stop_reason, chat_usage, content_text, server_stop_sequence
 from .segments import LEGACY, ChatSegments, Seg
@@ -57,28 +58,63 @@ class ChatStreamTranslator(ChatSegments):
 
     def feed(self, event: SSEEvent) -> list[bytes]:
         """Translate one upstream event; return the frames to write (possibly none)."""
-        if self.done:
-            return []
-        self.upstream_events += 1
+        return self.feed_many((event,))
+
+    def feed_many(self, events: Iterable[SSEEvent]) -> list[bytes]:
+        """Translate upstream events in order; return the frames to write (possibly none).
+
+        One loop for all the events of a read (issue 19): a chunk whose only change is text
+        for the open text block, nearly every chunk of a stream, is handled inline; every
+        other chunk by :meth:`_chunk`. Stops at the terminal frame: the events after it are
+        not read (``feed`` would ignore them) nor counted."""
         out: list[bytes] = []
-        try:
-            chunk = CHUNK_DECODER.decode(event.data)
-        except msgspec.DecodeError as exc:
-            repaired = utf8_replaced(event.data)
-            if repaired is not None:
-                self.upstream_events -= 1  # counted again by the call below
-                return self.feed(SSEEvent(event.event, repaired, event.id, event.retry))
-            if not self._started:
-                self._start(out)
-            data = event.data.strip()
-            if data == b"[DONE]":
-                self._conclude(out, _DONE_NO_FINISH)
-            elif not data:
-                self.ignored_events += 1  # a data-less event is a keep-alive
-            else:
-                self._fail(invalid_event("chunk", str(exc)), out)
-            self.frames_out += len(out)
+        if self.done:
             return out
+        decode, dumps, delta_end = CHUNK_DECODER.decode, orjson.dumps, DELTA_END
+        # The fast path's state, read again after any other chunk.
+        fast, prefix = self._fast and self._finish_reason is None, self._prefix
+        seen = 0
+        for seen, event in enumerate(events, 1):  # noqa: B007 (read after the loop)
+            try:
+                chunk = decode(event.data)
+            except msgspec.DecodeError as exc:
+                self._undecoded(event, exc, out)
+            else:
+                choices = chunk.choices
+                if fast and choices and len(choices) == 1 and not chunk.error:
+                    choice = choices[0]
+                    delta = choice.delta
+                    if (
+                        delta is not None
+                        and type(delta.content) is str
+                        and choice.index == 0
+                        and choice.finish_reason is None
+                        and delta.reasoning_content is None
+                        and delta.reasoning is None
+                        and delta.refusal is None
+                        and delta.tool_calls is None
+                        and delta.function_call is None
+                    ):
+                        # Hot path: text for the open text block, no stop sequences.
+                        text = delta.content
+                        if text:
+                            self._out_chars += len(text)
+                            out.append(prefix + dumps(text) + delta_end)
+                        if chunk.service_tier is not None:
+                            self._service_tier = chunk.service_tier
+                        if chunk.usage:
+                            self._upstream_usage = chunk.usage
+                        continue
+                self._chunk(chunk, out)
+            if self.done:
+                break
+            fast, prefix = self._fast and self._finish_reason is None, self._prefix
+        self.upstream_events += seen
+        self.frames_out += len(out)
+        return out
+
+    def _chunk(self, chunk: Chunk, out: list[bytes]) -> None:
+        """Any decoded chunk: starts the message, then its error, choices and usage."""
         if not self._started:
             if chunk.usage and isinstance(chunk.usage.get("prompt_tokens"), int):
                 # Input usage before the first delta (vLLM's continuous usage stats): the
@@ -89,20 +125,40 @@ class ChatStreamTranslator(ChatSegments):
             self._service_tier = chunk.service_tier
         if chunk.error:
             self._fail(chat_error(chunk.error), out)
+            return
+        for choice in chunk.choices or ():
+            if choice.index != 0:
+                self.ignored_events += 1  # n > 1 is never requested (protocol.md §10.12)
+                continue
+            self._choice(choice, out)
+            if self.done:
+                break
+        if chunk.usage:
+            # The usage chunk (choices: []) after the finish; some servers put usage on
+            # every chunk: the last one is the total.
+            self._upstream_usage = chunk.usage
+
+    def _undecoded(self, event: SSEEvent, exc: msgspec.DecodeError, out: list[bytes]) -> None:
+        """An event that is no chunk: ``[DONE]``, a keep-alive, text that is not UTF-8 (read
+        with U+FFFD, as the SSE standard decodes), or garbage (the stream fails)."""
+        repaired = utf8_replaced(event.data)
+        if repaired is not None:
+            try:
+                chunk = CHUNK_DECODER.decode(repaired)
+            except msgspec.DecodeError as err:
+                exc = err
+            else:
+                self._chunk(chunk, out)
+                return
+        if not self._started:
+            self._start(out)
+        data = event.data.strip()
+        if data == b"[DONE]":
+            self._conclude(out, _DONE_NO_FINISH)
+        elif not data:
+            self.ignored_events += 1  # a data-less event is a keep-alive
         else:
-            for choice in chunk.choices or ():
-                if choice.index != 0:
-                    self.ignored_events += 1  # n > 1 is never requested (protocol.md §10.12)
-                    continue
-                self._choice(choice, out)
-                if self.done:
-                    break
-            if chunk.usage:
-                # The usage chunk (choices: []) after the finish; some servers put usage on
-                # every chunk: the last one is the total.
-                self._upstream_usage = chunk.usage
-        self.frames_out += len(out)
-        return out
+            self._fail(invalid_event("chunk", str(exc)), out)
 
     def _eof(self, out: list[bytes]) -> None:
         """The end of the message if a finish_reason came, else an error."""
