@@ -15,7 +15,6 @@ No I/O happens here: bytes in, :class:`SSEEvent` values out (design.md, house st
 from __future__ import annotations
 
 import re
-from itertools import chain
 from typing import Final
 
 import msgspec
@@ -35,8 +34,6 @@ _BOM: Final = b"\xef\xbb\xbf"  # U+FEFF in UTF-8
 #: line (line ends already folded to LF); ``_FAST_RUN`` matches a run of them
 _FAST_RUN: Final = re.compile(rb"(?:event: [^\n]*\ndata: [^\n]*\n\n)+")
 _FAST_PAIR: Final = re.compile(rb"event: ([^\n]*)\ndata: ([^\n]*)\n\n")
-#: the bytes of one ``_FAST_PAIR`` match besides its two groups
-_PAIR_FRAMING: Final = len(b"event: \ndata: \n\n")
 #: event names seen on fast runs, decoded once: upstreams use a few dozen; the bound keeps
 #: one that invents names from growing it
 _NAMES: Final[dict[bytes, str]] = {}
@@ -286,10 +283,10 @@ class SSEDecoder:
     def _runs(self, block: bytes) -> list[SSEEvent]:
         """A block of ``_RUN_BYTES`` or more (a read that found a burst buffered), with no
         event in it over the cap. Nearly every upstream event is the two lines "event: NAME" and
-        "data: JSON" then a blank line (issue 19), so the regex engine takes such events in
-        one pass over the block; an event begun in an earlier block is finished, and whatever
-        follows the run is read, by the line-by-line loop, which keeps the state between
-        blocks. Cutting a block at blank lines changes nothing: the loop reads lines, not
+        "data: JSON" then a blank line (issue 19), so the regex engine splits a run of such
+        events in one pass over the block; an event begun in an earlier block is finished,
+        and whatever follows the run is read, by the line-by-line loop, which keeps the state
+        between blocks. Cutting a block at blank lines changes nothing: the loop reads lines, not
         blocks. A shorter block (an upstream sending as it generates, an event per read)
         never comes here: a regex call costs more than one event there."""
         events: list[SSEEvent] = []
@@ -303,20 +300,20 @@ class SSEDecoder:
         if not block.startswith(b"event: ", pos):
             # Not the Responses shape (Chat Completions events have no name): line by line.
             return events + self._plain(block[pos:])
-        pairs = _FAST_PAIR.findall(block, pos)
-        # findall skips what it cannot match, so the pairs are the events only if they tile
-        # the block from ``pos``: then they end at ``rest``, with a blank line, and no blank
-        # line follows (a skipped event would leave one there: see _tiles).
-        rest = pos + _PAIR_FRAMING * len(pairs) + sum(map(len, chain.from_iterable(pairs)))
-        if not _tiles(block, pos, rest):
+        # split leaves what lies between the matches in every third piece: the matches are
+        # the events only if those are all empty (nothing skipped); the last piece is what
+        # follows the run, for the line loop.
+        parts = _FAST_PAIR.split(block[pos:] if pos else block)
+        if any(parts[0:-1:3]):
             return events + self._mixed(block, pos)
         last_id, retry = self._last_id, self._retry
         names = _NAMES
         events += [
-            SSEEvent(names.get(name) or _name(name), data, last_id, retry) for name, data in pairs
+            SSEEvent(names.get(name) or _name(name), data, last_id, retry)
+            for name, data in zip(parts[1::3], parts[2::3], strict=True)
         ]
-        if rest < len(block):
-            events += self._plain(block[rest:])
+        if parts[-1]:
+            events += self._plain(parts[-1])
         return events
 
     def _mixed(self, block: bytes, pos: int) -> list[SSEEvent]:
@@ -342,17 +339,6 @@ class SSEDecoder:
             events += self._plain(block[pos : cut + 2])
             pos = cut + 2
         return events
-
-
-def _tiles(block: bytes, pos: int, rest: int) -> bool:
-    """Whether findall's matches from ``pos``, ``rest - pos`` bytes in all, are contiguous.
-
-    If they are, ``block[pos:rest]`` ends with the last match's blank line and no complete
-    event follows. If any byte before the last match's end was skipped, the matches end
-    after ``rest``, so the last one's blank line lies at or after ``rest`` and ``find`` sees
-    it, unless it starts at ``rest - 1``; then ``block[rest - 2:rest]`` is the last data
-    byte (or the space of an empty ``data: ``) and a line end, not a blank line."""
-    return rest > pos and block.endswith(b"\n\n", pos, rest) and block.find(b"\n\n", rest) < 0
 
 
 def _name(raw: bytes) -> str:
