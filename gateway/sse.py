@@ -292,10 +292,22 @@ class SSEDecoder:
         events: list[SSEEvent] = []
         pos = 0
         if self._data or self._event_type or self._size:
-            cut = block.find(b"\n\n")
-            if cut < 0:
-                return self._plain(block)
-            events = self._plain(block[: cut + 2])
+            cut = block.find(b"\n")
+            if (
+                not self._data
+                and block.startswith(b"data: ")
+                and block.startswith(b"\n", cut + 1)
+                and self._size + cut <= self._max
+            ):
+                # The usual cut: the last block ended with this event's name line.
+                name = self._event_type or "message"
+                events = [SSEEvent(name, block[6:cut], self._last_id, self._retry)]
+                self._event_type, self._size = "", 0
+            else:
+                cut = block.find(b"\n\n")
+                if cut < 0:
+                    return self._plain(block)
+                events = self._plain(block[: cut + 2])
             pos = cut + 2
         if not block.startswith(b"event: ", pos):
             # Not the Responses shape (Chat Completions events have no name): line by line.
@@ -312,8 +324,13 @@ class SSEDecoder:
             SSEEvent(names.get(name) or _name(name), data, last_id, retry)
             for name, data in zip(parts[1::3], parts[2::3], strict=True)
         ]
-        if parts[-1]:
-            events += self._plain(parts[-1])
+        tail = parts[-1]
+        if tail.startswith(b"event: ") and tail.find(b"\n") == len(tail) - 1:
+            # The usual cut: the next block brings this event's data line.
+            self._event_type = tail[7:-1].decode("utf-8", "replace")
+            self._size = len(tail) - 1
+        elif tail:
+            events += self._plain(tail)
         return events
 
     def _mixed(self, block: bytes, pos: int) -> list[SSEEvent]:
