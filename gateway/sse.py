@@ -1,4 +1,4 @@
-"""Server-Sent Events: an incremental decoder for upstream streams and the outbound encoder.
+"""Server-Sent Events: an incremental decoder for upstream streams (the encoder: ``sse_out``).
 
 The decoder follows the WHATWG HTML Standard, §9.2.6 "Interpreting an event stream"
 (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation),
@@ -15,12 +15,13 @@ No I/O happens here: bytes in, :class:`SSEEvent` values out (design.md, house st
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from itertools import repeat
 from typing import Final
 
 import msgspec
-import orjson
 
-__all__ = ["SSEDecoder", "SSEError", "SSEEvent", "encode_event", "encode_frame"]
+__all__ = ["SSEDecoder", "SSEError", "SSEEvent"]
 
 DEFAULT_MAX_EVENT_BYTES: Final = 16 * 1024 * 1024
 
@@ -31,13 +32,25 @@ _MAX_RETRY_DIGITS: Final = 640
 _BOM: Final = b"\xef\xbb\xbf"  # U+FEFF in UTF-8
 
 #: the shape of nearly every upstream event: one ``event:`` line, one ``data:`` line, a blank
-#: line (line ends already folded to LF); ``_FAST_RUN`` matches a run of them
+#: line (line ends already folded to LF); ``_FAST_RUN`` matches a run of them. Chat Completions
+#: events are a ``data:`` line and a blank line (``_FAST_DATA``).
 _FAST_RUN: Final = re.compile(rb"(?:event: [^\n]*\ndata: [^\n]*\n\n)+")
 _FAST_PAIR: Final = re.compile(rb"event: ([^\n]*)\ndata: ([^\n]*)\n\n")
-#: event names seen on fast runs, decoded once: upstreams use a few dozen; the bound keeps
-#: one that invents names from growing it
-_NAMES: Final[dict[bytes, str]] = {}
-_MAX_NAMES: Final = 256
+_FAST_DATA: Final = re.compile(rb"data: ([^\n]*)\n\n")
+
+
+class _Names(dict[bytes, str]):
+    """Event names seen on fast paths, decoded once: upstreams use a few dozen; the bound
+    keeps one that invents names from growing it."""
+
+    def __missing__(self, raw: bytes) -> str:
+        name = raw.decode("utf-8", "replace") or "message"
+        if len(self) < 256:
+            self[raw] = name
+        return name
+
+
+_NAMES: Final = _Names()
 #: a block this long holds several events (a text delta is ~250 bytes): worth a regex call
 _RUN_BYTES: Final = 2048
 
@@ -146,7 +159,8 @@ class SSEDecoder:
             if chunk[0] == 0x0A:
                 chunk = chunk[1:]
         # Only the new chunk is searched for line ends (see the class docstring).
-        end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
+        lf, cr = chunk.rfind(b"\n"), chunk.rfind(b"\r")
+        end = (lf if lf > cr else cr) + 1
         pending = self._pending
         if not end:
             pending += chunk
@@ -166,7 +180,7 @@ class SSEDecoder:
             # held back until we learn whether an LF follows; that LF, if it opens the next
             # chunk, belongs to this line end and is dropped then.
             self._skip_lf = True
-        events = self._lines(block)
+        events = self._lines(block, cr >= 0)  # the pending bytes hold no CR
         if pending and self._size + len(pending) > self._max:
             self._check_pending()
         return events
@@ -196,13 +210,14 @@ class SSEDecoder:
         """
         block = bytes(self._pending) + b"\n\n"
         try:
-            return self._lines(block)
+            return self._lines(block, False)
         finally:
             self._reset()
 
-    def _lines(self, block: bytes) -> list[SSEEvent]:
-        """Process ``block``, which holds only whole lines and ends with a line end."""
-        if b"\r" in block:
+    def _lines(self, block: bytes, cr: bool) -> list[SSEEvent]:
+        """Process ``block``, which holds only whole lines and ends with a line end; ``cr``:
+        whether it holds a CR."""
+        if cr:
             # Line ends are CRLF, LF or CR (WHATWG §9.2.5 "Parsing an event stream", the
             # `end-of-line` production); fold them to LF so one split finds them all.
             block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -211,8 +226,22 @@ class SSEDecoder:
             # §9.2.5: one leading U+FEFF is ignored, only at the very start of the stream.
             if block.startswith(_BOM):
                 block = block[3:]
-        if _RUN_BYTES <= len(block) <= self._max:
+        size = len(block)
+        if size > self._max:
+            return self._plain(block)  # the line loop raises when an event is over the cap
+        if size >= _RUN_BYTES:
             return self._runs(block)
+        if not (self._data or self._event_type or self._size):
+            # One whole event, the usual read of an upstream sending as it generates.
+            if block.startswith(b"event: "):
+                one = _FAST_PAIR.fullmatch(block)
+                if one is not None:
+                    name, data = one.groups()
+                    return [SSEEvent(_NAMES[name], data, self._last_id, self._retry)]
+            elif block.startswith(b"data: "):
+                one = _FAST_DATA.fullmatch(block)
+                if one is not None:
+                    return [SSEEvent("message", one[1], self._last_id, self._retry)]
         return self._plain(block)
 
     def _plain(self, block: bytes) -> list[SSEEvent]:
@@ -283,12 +312,12 @@ class SSEDecoder:
     def _runs(self, block: bytes) -> list[SSEEvent]:
         """A block of ``_RUN_BYTES`` or more (a read that found a burst buffered), with no
         event in it over the cap. Nearly every upstream event is the two lines "event: NAME" and
-        "data: JSON" then a blank line (issue 19), so the regex engine splits a run of such
-        events in one pass over the block; an event begun in an earlier block is finished,
-        and whatever follows the run is read, by the line-by-line loop, which keeps the state
-        between blocks. Cutting a block at blank lines changes nothing: the loop reads lines, not
-        blocks. A shorter block (an upstream sending as it generates, an event per read)
-        never comes here: a regex call costs more than one event there."""
+        "data: JSON" (Chat Completions: the data line alone) then a blank line (issue 19), so
+        the regex engine splits a run of such events in one pass over the block; an event
+        begun in an earlier block is finished, and whatever follows the run is read, by the
+        line-by-line loop, which keeps the state between blocks. Cutting a block at blank lines
+        changes nothing: the loop reads lines, not blocks. A shorter block (an upstream sending
+        as it generates) takes one regex match when it is one such event, else the loop."""
         events: list[SSEEvent] = []
         pos = 0
         if self._data or self._event_type or self._size:
@@ -309,21 +338,24 @@ class SSEDecoder:
                     return self._plain(block)
                 events = self._plain(block[: cut + 2])
             pos = cut + 2
-        if not block.startswith(b"event: ", pos):
-            # Not the Responses shape (Chat Completions events have no name): line by line.
-            return events + self._plain(block[pos:])
-        # split leaves what lies between the matches in every third piece: the matches are
-        # the events only if those are all empty (nothing skipped); the last piece is what
-        # follows the run, for the line loop.
-        parts = _FAST_PAIR.split(block[pos:] if pos else block)
-        if any(parts[0:-1:3]):
-            return events + self._mixed(block, pos)
-        last_id, retry = self._last_id, self._retry
-        names = _NAMES
-        events += [
-            SSEEvent(names.get(name) or _name(name), data, last_id, retry)
-            for name, data in zip(parts[1::3], parts[2::3], strict=True)
-        ]
+        rest = block[pos:] if pos else block
+        names: Iterable[str]
+        if rest.startswith(b"event: "):
+            # split leaves what lies between the matches in every third piece: the matches
+            # are the events only if those are all empty (nothing skipped); the last piece is
+            # what follows the run, for the line loop.
+            parts = _FAST_PAIR.split(rest)
+            if any(parts[0:-1:3]):
+                return events + self._mixed(block, pos)
+            names, datas = map(_NAMES.__getitem__, parts[1::3]), parts[2::3]
+        elif rest.startswith(b"data: "):
+            parts = _FAST_DATA.split(rest)  # Chat Completions: every other piece
+            if any(parts[0:-1:2]):
+                return events + self._plain(rest)
+            names, datas = repeat("message"), parts[1::2]
+        else:
+            return events + self._plain(rest)
+        events += map(SSEEvent, names, datas, repeat(self._last_id), repeat(self._retry))
         tail = parts[-1]
         if tail.startswith(b"event: ") and tail.find(b"\n") == len(tail) - 1:
             # The usual cut: the next block brings this event's data line.
@@ -342,11 +374,9 @@ class SSEDecoder:
             if not (self._data or self._event_type or self._size):
                 run = _FAST_RUN.match(block, pos)
                 if run is not None:
+                    pairs = _FAST_PAIR.findall(block, pos, run.end())
                     last_id, retry = self._last_id, self._retry
-                    events += [
-                        SSEEvent(_NAMES.get(name) or _name(name), data, last_id, retry)
-                        for name, data in _FAST_PAIR.findall(block, pos, run.end())
-                    ]
+                    events += [SSEEvent(_NAMES[n], d, last_id, retry) for n, d in pairs]
                     pos = run.end()
                     continue
             cut = block.find(b"\n\n", pos)
@@ -356,44 +386,3 @@ class SSEDecoder:
             events += self._plain(block[pos : cut + 2])
             pos = cut + 2
         return events
-
-
-def _name(raw: bytes) -> str:
-    """An event name's ``str``, remembered for the next event (up to ``_MAX_NAMES``)."""
-    name = raw.decode("utf-8", "replace") or "message"
-    if len(_NAMES) < _MAX_NAMES:
-        _NAMES[raw] = name
-    return name
-
-
-def encode_frame(event: bytes, data: bytes) -> bytes:
-    """Frame one outbound event: ``b"event: " + event + b"\\ndata: " + data + b"\\n\\n"``.
-
-    ``data`` must be one line (compact JSON). A CR or LF in either argument would silently
-    split the event on the client's side (protocol.md §3.1), so it raises ``ValueError``.
-    """
-    if b"\n" in data or b"\r" in data or b"\n" in event or b"\r" in event:
-        raise ValueError("SSE event name and data must not contain CR or LF")
-    return b"".join((b"event: ", event, b"\ndata: ", data, b"\n\n"))
-
-
-def _orjson_default(obj: object) -> object:
-    # Our outbound schemas are msgspec Structs (design.md, house style 4); to_builtins keeps
-    # their field names and omit_defaults settings.
-    if isinstance(obj, msgspec.Struct):
-        return msgspec.to_builtins(obj)
-    raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
-
-
-def encode_event(event: str, payload: object) -> bytes:
-    """Frame ``payload`` as compact one-line JSON under the event name ``event``.
-
-    orjson's output has no spaces after separators, keeps non-ASCII as UTF-8 and escapes
-    control characters, so it is always one line. msgspec Structs are accepted too. Raises
-    ``TypeError`` for a payload orjson cannot serialise and ``ValueError`` for an event name
-    containing CR or LF.
-    """
-    if "\n" in event or "\r" in event:
-        raise ValueError("SSE event name must not contain CR or LF")
-    data = orjson.dumps(payload, default=_orjson_default)
-    return b"".join((b"event: ", event.encode(), b"\ndata: ", data, b"\n\n"))

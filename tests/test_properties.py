@@ -36,7 +36,8 @@ from gateway.intake import decode_request
 from gateway.mock_upstream import start_mock
 from gateway.schemas.anthropic_out import MessageResponse
 from gateway.settings import Route
-from gateway.sse import SSEDecoder, SSEError, encode_frame
+from gateway.sse import SSEDecoder, SSEError
+from gateway.sse_out import encode_frame
 from tests.anthropic_grammar import check_stream, parse_frames
 from tests.conftest import UPSTREAM_KEY_ENV, make_settings
 from tests.fixtures.claude_code import claude_code_request

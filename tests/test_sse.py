@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import sse
-from gateway.sse import SSEDecoder, SSEError, SSEEvent, encode_event, encode_frame
+from gateway.sse import SSEDecoder, SSEError, SSEEvent
+from gateway.sse_out import encode_event, encode_frame
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -856,9 +857,13 @@ def test_property_fast_path_matches_naive_reference(
     chunks = split_at(stream, [c for c in cuts if c <= len(stream)])
     # a run threshold of 1 sends every block through the regex path, the real one only long
     # blocks; with the cap in play, and not
+    # and cut after every blank line, as an upstream sending event by event is read
+    per_event = [piece + b"\n\n" for piece in stream.split(b"\n\n")]
+    per_event[-1] = per_event[-1][:-2]
     for run_bytes, cap in itertools.product((1, sse._RUN_BYTES), (limit, 16 * 1024 * 1024)):
         with mock.patch.object(sse, "_RUN_BYTES", run_bytes):
             assert decode_or_error(chunks, cap) == reference_decode(stream, cap)
+            assert decode_or_error(per_event, cap) == reference_decode(stream, cap)
 
 
 def test_fast_path_does_not_skip_a_line_between_events() -> None:
@@ -880,3 +885,12 @@ def test_fast_path_is_not_fooled_by_one_skipped_byte() -> None:
     assert reference_decode(stream, 1 << 20) == [msg("1", event="a"), msg("1")]
     with mock.patch.object(sse, "_RUN_BYTES", 1):
         assert decode_all([stream]) == [msg("1", event="a"), msg("1")]
+
+
+def test_one_event_per_read_keeps_the_id_and_retry_in_effect() -> None:
+    # a read holding exactly one event takes one regex match (issue 19); the stream's last
+    # event id and reconnection time still go with it
+    decoder = SSEDecoder()
+    assert decoder.feed(b"id: 7\nretry: 5\n\n") == []
+    assert decoder.feed(b"event: a\ndata: 1\n\n") == [msg("1", event="a", id="7", retry=5)]
+    assert decoder.feed(b"data: 2\n\n") == [msg("2", id="7", retry=5)]

@@ -12,7 +12,7 @@ import msgspec
 import orjson
 
 from ..schemas.anthropic_out import MessageResponse, OutText, StopReason, Usage
-from ..sse import encode_event
+from ..sse_out import encode_event
 
 __all__ = [
     "DELTA_END",

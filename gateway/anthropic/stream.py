@@ -29,7 +29,8 @@ import orjson
 
 from ..errors import GatewayError, error_body
 from ..schemas.anthropic_out import StopReason, Usage
-from ..sse import SSEEvent, encode_frame
+from ..sse import SSEEvent
+from ..sse_out import encode_frame
 from .citations import CitationPlan
 from .frames import (
     DELTA_END,

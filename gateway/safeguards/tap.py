@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import orjson
 
-from ..sse import encode_event
+from ..sse_out import encode_event
 from .verdicts import ToolCall
 
 _START: Final = b"event: content_block_start\n"

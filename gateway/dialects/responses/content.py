@@ -37,7 +37,7 @@ from ...schemas.openai_responses import (
     Response,
     decode_item,
 )
-from ...sse import encode_event
+from ...sse_out import encode_event
 from .hosted import HOSTED_ITEMS, citations, hosted_blocks, is_search
 from .items import Item, ResponsesItems
 from .response import final_usage, message_text, reasoning_text

@@ -49,7 +49,7 @@ from ...schemas.openai_responses import (
     OutputItem,
 )
 from ...schemas.openai_responses_events import FunctionCallArgumentsDelta, OutputTextDelta
-from ...sse import encode_event
+from ...sse_out import encode_event
 from .hosted import HOSTED_ITEMS
 
 __all__ = ["Item", "ResponsesItems"]
