@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from anthropic.lib.streaming._messages import accumulate_event
@@ -49,6 +49,18 @@ def run_translator(
             frames += tr.feed(ev)
     frames += tr.finish()
     return frames
+
+
+def assert_one_by_one_alike(
+    translate: Callable[..., tuple[list[bytes], Any]], body: bytes, **opts: Any
+) -> None:
+    """``feed_many`` per read (the relay's call, the hot path inline) gives what ``feed``
+    gives event by event: the same frames and the same counters."""
+    whole, many = translate(body, **opts)
+    singly, one = translate(body, one_by_one=True, **opts)
+    assert singly == whole
+    counters = ("upstream_events", "frames_out", "ignored_events")
+    assert [getattr(one, c) for c in counters] == [getattr(many, c) for c in counters]
 
 
 def events_of(frames: list[bytes]) -> Events:

@@ -37,6 +37,7 @@ from tests.stream_support import (
     BLOCK_KEYS,
     Events,
     accumulate,
+    assert_one_by_one_alike,
     events_of,
     run_translator,
     split_at,
@@ -183,17 +184,8 @@ def test_golden_equivalence(case: str) -> None:
 
 @pytest.mark.parametrize("case", _golden_ids())
 def test_golden_events_one_by_one(case: str) -> None:
-    # feed_many's loop (the hot path inline) gives what feed gives event by event
     stem, opts, _ = GOLDEN[case]
-    body = (FIXTURES / f"{stem}.sse").read_bytes()
-    whole, tr_many = translate(body, **opts)
-    singly, tr_one = translate(body, one_by_one=True, **opts)
-    assert singly == whole
-    assert (tr_one.upstream_events, tr_one.frames_out, tr_one.ignored_events) == (
-        tr_many.upstream_events,
-        tr_many.frames_out,
-        tr_many.ignored_events,
-    )
+    assert_one_by_one_alike(translate, (FIXTURES / f"{stem}.sse").read_bytes(), **opts)
 
 
 @pytest.mark.parametrize("case", _golden_ids())
