@@ -4,7 +4,8 @@ Four targets take turns on the same mock, round after round, so a noisy neighbou
 of them alike: the mock **direct**; the **floor** (``floor_proxy.py``, a bare aiohttp proxy on
 the same stack, sent the upstream's own bytes: what two HTTP hops through aiohttp cost);
 the gateway at git revision ``REV`` (**before**, from a temporary ``git worktree``); and the
-gateway of this checkout (**after**). The three proxies run one at a time on the gateway's core.
+gateway of this checkout (**after**). The three proxies run one at a time on the gateway's core,
+in reverse order every other round; each gateway has its own state directory (usage ledger).
 For each scenario and concurrency: the median over the rounds of requests/s, of added p50
 latency (or, for streams, added TTFB) and of CPU µs per request. Without ``--before`` the
 "before" columns are left out. About 3 minutes with the defaults.
@@ -101,11 +102,15 @@ async def measure(args: argparse.Namespace, tree: Path | None, log_dir: Path) ->
         before: Proc | None = None
         if tree is not None:
             port = free_port()
+            # Its own state directory: two gateways on one usage ledger (one SQLite file)
+            # would wait on each other's write locks, the one started second more.
+            state = log_dir / "before-state"
+            state.mkdir(exist_ok=True)
             before = start_process(
                 "before",
                 [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port)],
                 port=port,
-                env=child_env(f"{servers.mock.base}/v1"),
+                env={**child_env(f"{servers.mock.base}/v1"), "XDG_STATE_HOME": str(state)},
                 cpus=cpu.gateway,
                 log_dir=log_dir,
                 cwd=tree,
@@ -140,9 +145,13 @@ async def measure(args: argparse.Namespace, tree: Path | None, log_dir: Path) ->
                 try:
                     for name in names:
                         await run_window(sessions[name], targets[name][0], c, 0.5, 0.0)
-                    for _ in range(args.rounds):
+                    proxies = names[1:]
+                    for rnd in range(args.rounds):
                         p50_direct = 0.0
-                        for name in names:
+                        # The proxies take turns on one core; every other round runs them in
+                        # reverse, so none is always the one measured right after another.
+                        order = proxies if rnd % 2 == 0 else proxies[::-1]
+                        for name in ["direct", *order]:
                             req, probe = targets[name]
                             probes = {"p": probe.cpu} if probe is not None else None
                             w = await run_window(sessions[name], req, c, WARM, MEASURE, probes)
@@ -184,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         default=["small", "cc150k", "text50", "text50burst"],
     )
     p.add_argument("--concurrency", nargs="+", type=int, default=[1, 16])
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=6, help="an even number: each order as often")
     p.add_argument("--out", type=Path, help="also write the table here")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="gateway-compare-") as tmp:

@@ -1,11 +1,11 @@
 """``python -m tests.perf.floor_proxy PORT UPSTREAM_URL``: the floor under the gateway.
 
 The least an aiohttp proxy can do on the same stack (uvloop, one web.Application, one
-ClientSession, keep-alive upstream): take the body, POST it unchanged to ``UPSTREAM_URL``,
-answer with the upstream's bytes (a stream relayed chunk by chunk). No translation, no
-middleware, no checks. ``compare.py`` sends it the upstream's own request bytes, so what it adds
-over "direct" is what the two HTTP hops through aiohttp cost; the gateway's own work is what it
-adds over this.
+ClientSession, keep-alive upstream, the gateway's malloc settings): take the body, POST it
+unchanged to ``UPSTREAM_URL``, answer with the upstream's bytes (a stream relayed chunk by
+chunk). No translation, no middleware, no checks. ``compare.py`` sends it the upstream's own
+request bytes, so what it adds over "direct" is what the two HTTP hops through aiohttp cost;
+the gateway's own work is what it adds over this.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import aiohttp
 import uvloop
 from aiohttp import web
 from yarl import URL
+
+from gateway.app import tune_malloc
 
 HEADERS = {
     "Content-Type": "application/json",
@@ -65,5 +67,6 @@ async def main(port: int, upstream: str) -> None:
 
 
 if __name__ == "__main__":
+    tune_malloc()  # the gateway's allocator settings: the floor must not pay what it does not
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(main(int(sys.argv[1]), sys.argv[2]))
