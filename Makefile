@@ -68,7 +68,7 @@ bench: test-venv
 	$(BIN)/python -m pip install -q -e '.[perf]'
 	$(BIN)/python -m tests.perf.bench --out bench-results/latest.md $(ARGS)
 
-## Before/after in one run (~3 min): this checkout against git revision BEFORE (a commit or a
+## Before/after in one run (~4 min): this checkout against git revision BEFORE (a commit or a
 ## tag), with a bare aiohttp proxy as the floor; e.g. `make compare BEFORE=1d2fbb0`.
 BEFORE ?=
 compare: test-venv

@@ -8,7 +8,7 @@ gateway of this checkout (**after**). The three proxies run one at a time on the
 in reverse order every other round; each gateway has its own state directory (usage ledger).
 For each scenario and concurrency: the median over the rounds of requests/s, of added p50
 latency (or, for streams, added TTFB) and of CPU µs per request. Without ``--before`` the
-"before" columns are left out. About 3 minutes with the defaults.
+"before" columns are left out. About 4 minutes with the defaults.
 """
 
 from __future__ import annotations
