@@ -58,7 +58,7 @@ FLEET_SECONDS ?= 60
 fleet: test-venv
 	$(BIN)/python -m tests.fleet.harness --seconds $(FLEET_SECONDS)
 
-## The performance gate (~30 s): gateway/direct throughput ratios against
+## The performance gate (~45 s): gateway/direct throughput ratios against
 ## tests/perf/gate-baseline.json; fails on a drop beyond its margin. CI runs it after `test`.
 gate: test-venv
 	$(BIN)/python -m tests.perf.gate $(ARGS)
