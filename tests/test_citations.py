@@ -176,3 +176,28 @@ async def test_without_citations_nothing_changes(gateway: TestServer, upstream: 
     assert status == 200
     assert answer["content"] == [{"type": "text", "text": ANSWER}]
     assert "instructions" not in upstream.mock.requests[-1].body
+
+
+def test_quotes_are_found_in_linear_time() -> None:
+    # A tag left open no longer reads the rest of the answer (8,000 of them in 224 KB took 5.6 s
+    # of the event loop; this 5.6 MB would take hours): they stay as written, and of open tags
+    # before a closed one only the last is the quote. Run apart so a regression fails, not hangs.
+    import subprocess
+    import sys
+
+    script = """
+from gateway.anthropic.citations import CitationPlan, _Source
+plan = CitationPlan(documents={1: _Source("text", 1, "Facts", ["The sky is blue."])})
+opened = '<cite source="document 1">x ' * 200_000
+blocks = plan.segments(opened)
+assert [(b.text, isinstance(b.citations, list)) for b in blocks] == [(opened, False)]
+blocks = plan.segments(opened[:100] + '<cite source="document 1">The sky is blue.</cite>')
+assert [(b.text, isinstance(b.citations, list)) for b in blocks] == [
+    (opened[:100], False), ("The sky is blue.", True)]
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"

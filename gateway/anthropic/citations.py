@@ -50,7 +50,12 @@ INSTRUCTION: Final = (
     'exact words</cite> or <cite source="search result 1">the exact words</cite>. Copy the '
     "words exactly as they appear; write everything else outside the tags."
 )
-_CITE: Final = re.compile(r'<cite source="(document|search result) (\d+)">(.*?)</cite>', re.S)
+#: A quote runs to its ``</cite>`` but never over the next opening tag: with ``.*?`` alone, each
+#: tag left open read the rest of the answer, and 8,000 of them in a 224 KB answer took 5.6 s
+#: (issue 19: nothing may grow worse than linearly). An unclosed tag stays as written.
+_CITE: Final = re.compile(
+    r'<cite source="(document|search result) (\d+)">((?:(?!<cite source=").)*?)</cite>', re.S
+)
 _SPACE: Final = re.compile(r"\s+")
 
 
