@@ -21,6 +21,7 @@ from aiohttp import web
 from .anthropic.plan import AnswerPlan, prepare
 from .anthropic.resource_ids import BatchRef, batch_id, parse_batch_id
 from .anthropic.server_tools import hosted_tools
+from .anthropic.stop_sequences import check_stop_sequences
 from .anthropic.tools import check_tools
 from .batch_results import (
     BATCH_DECODER,
@@ -80,6 +81,10 @@ def _translate(
     if req.stream:
         raise InvalidRequestError(f"requests.{index}.params.stream: not supported in a batch")
     check_tools(req.tools)
+    try:
+        check_stop_sequences(req.stop_sequences)
+    except InvalidRequestError as err:
+        raise InvalidRequestError(f"requests.{index}.params.{err.message}") from None
     app[ACCOUNTS].check_model(request[CTX_KEY], req.model)
     route = app[ROUTER].resolve(req.model)
     if not route.hosted_tools and hosted_tools(req):

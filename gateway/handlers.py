@@ -22,6 +22,7 @@ from .anthropic.prewarm import prewarm_answer
 from .anthropic.request import session_id_from
 from .anthropic.server_tools import hosted_tools, unhosted_answer
 from .anthropic.signatures import Signer
+from .anthropic.stop_sequences import check_stop_sequences
 from .anthropic.tools import check_tools
 from .context import CTX_KEY, RequestContext
 from .dialects import DIALECTS, Dialect
@@ -69,6 +70,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     raw = await receive(request, ctx)
     req: MessagesRequest = decode_request(raw)
     check_tools(req.tools)
+    check_stop_sequences(req.stop_sequences)
     edit_plan(req)  # the API's 400s for malformed edits come before routing
     ctx.model = req.model
     route = app[ROUTER].resolve(req.model)

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import itertools
 
+import anthropic
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.anthropic.stop_sequences import StopSequenceScanner, cut_at_stop_sequence
+from gateway.anthropic.stop_sequences import (
+    MAX_STOP_LENGTH,
+    MAX_STOP_SEQUENCES,
+    StopSequenceScanner,
+    cut_at_stop_sequence,
+)
 
 
 def reference_cut(text: str, sequences: list[str]) -> tuple[str, str | None]:
@@ -129,3 +135,43 @@ def test_random_chunking(data: tuple[str, list[str]], sequences: list[str]) -> N
     if match is None:
         emitted += scanner.flush()
     assert (emitted, match) == expected
+
+
+# --------------------------------------------------------------------------------------------
+# What a request may ask the gateway to scan for (issue 19: a bound on the work per delta)
+
+
+async def test_too_many_or_too_long_stop_sequences_are_a_400(
+    sdk: anthropic.AsyncAnthropic,
+) -> None:
+    ask = {"model": "claude-sonnet-5-5", "max_tokens": 20,
+           "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+    with pytest.raises(anthropic.BadRequestError) as long:
+        await sdk.messages.create(**ask, stop_sequences=["ok", "x" * (MAX_STOP_LENGTH + 1)])
+    assert long.value.status_code == 400
+    assert long.value.body["error"] == {
+        "type": "invalid_request_error",
+        "message": f"stop_sequences.1: at most {MAX_STOP_LENGTH} characters are supported by "
+        f"the gateway, got {MAX_STOP_LENGTH + 1}",
+    }
+    with pytest.raises(anthropic.BadRequestError) as many:
+        await sdk.messages.create(**ask, stop_sequences=[str(i) for i in range(33)])
+    assert many.value.body["error"]["message"] == (
+        f"stop_sequences: at most {MAX_STOP_SEQUENCES} sequences are supported by the gateway, "
+        "got 33"
+    )
+    # at the bounds it is served
+    done = await sdk.messages.create(
+        **ask, stop_sequences=[f"{i:03}" + "x" * (MAX_STOP_LENGTH - 3) for i in range(32)]
+    )
+    assert done.stop_reason == "end_turn"
+
+
+def test_a_long_sequence_holds_back_its_longest_possible_start() -> None:
+    # the held-back suffix is found from the characters a sequence starts with (no set of
+    # every prefix: that was quadratic in a sequence's length)
+    seq = "a" * (MAX_STOP_LENGTH - 1) + "b"
+    scanner = StopSequenceScanner([seq])
+    safe, match = scanner.feed("x" + "a" * 300)
+    assert (safe, match) == ("x" + "a" * 45, None)  # 255 "a"s could still become the sequence
+    assert scanner.feed("b") == ("", seq)

@@ -10,9 +10,35 @@ stops as soon as any sequence has been produced. Two sequences ending at the sam
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Final
 
-__all__ = ["StopSequenceScanner", "cut_at_stop_sequence"]
+from ..errors import InvalidRequestError
+
+__all__ = ["MAX_STOP_LENGTH", "MAX_STOP_SEQUENCES", "StopSequenceScanner", "check_stop_sequences",
+           "cut_at_stop_sequence"]  # fmt: skip
+
+#: What a request may ask the gateway to scan for: each text delta is checked against every
+#: sequence, and up to the longest's length of text is held back (a bound on both, issue 19).
+MAX_STOP_SEQUENCES: Final = 32
+MAX_STOP_LENGTH: Final = 256
+
+
+def check_stop_sequences(sequences: Sequence[str] | None) -> None:
+    """400 for more sequences, or a longer one, than the gateway scans for."""
+    if sequences is None:
+        return
+    if len(sequences) > MAX_STOP_SEQUENCES:
+        raise InvalidRequestError(
+            f"stop_sequences: at most {MAX_STOP_SEQUENCES} sequences are supported by the "
+            f"gateway, got {len(sequences)}"
+        )
+    for i, seq in enumerate(sequences):
+        if len(seq) > MAX_STOP_LENGTH:
+            raise InvalidRequestError(
+                f"stop_sequences.{i}: at most {MAX_STOP_LENGTH} characters are supported by "
+                f"the gateway, got {len(seq)}"
+            )
 
 
 class StopSequenceScanner:
@@ -33,12 +59,14 @@ class StopSequenceScanner:
     Empty sequences are ignored (they would match before any text).
     """
 
-    __slots__ = ("_held", "_match", "_max_hold", "_prefixes", "_sequences")
+    __slots__ = ("_firsts", "_held", "_match", "_max_hold", "_sequences")
 
     def __init__(self, sequences: Iterable[str]) -> None:
         # Longest first, so a tie on the end position resolves to the longer sequence.
         self._sequences = tuple(sorted({s for s in sequences if s}, key=len, reverse=True))
-        self._prefixes = frozenset(s[:i] for s in self._sequences for i in range(1, len(s)))
+        # The characters a sequence can start with: where a held-back suffix can begin. (A
+        # set of every prefix cost memory quadratic in a sequence's length, issue 19.)
+        self._firsts = frozenset(s[0] for s in self._sequences)
         self._max_hold = max((len(s) for s in self._sequences), default=1) - 1
         self._held = ""
         self._match: str | None = None
@@ -70,17 +98,26 @@ class StopSequenceScanner:
             self._held = ""
             self._match = best
             return buf[:best_start], best
-        hold = 0
-        prefixes = self._prefixes
-        for k in range(min(self._max_hold, len(buf)), 0, -1):
-            if buf[-k:] in prefixes:
-                hold = k
-                break
+        hold = self._hold(buf)
         if hold:
             self._held = buf[-hold:]
             return buf[:-hold], None
         self._held = ""
         return buf, None
+
+    def _hold(self, buf: str) -> int:
+        """The length of the longest suffix of ``buf`` that is a proper prefix of a sequence
+        (0 if none): what must be held back."""
+        n, firsts = len(buf), self._firsts
+        for k in range(min(self._max_hold, n), 0, -1):
+            if buf[n - k] in firsts:
+                tail = buf[n - k :]
+                for seq in self._sequences:  # longest first: the shorter cannot hold k chars
+                    if len(seq) <= k:
+                        break
+                    if seq.startswith(tail):
+                        return k
+        return 0
 
     def flush(self) -> str:
         """End of the text: release what was held back (it can no longer complete a match)."""
