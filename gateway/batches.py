@@ -314,19 +314,29 @@ async def list_batches(request: web.Request) -> web.Response:
 
 
 async def _lines(resp: aiohttp.ClientResponse, limit: int) -> AsyncIterator[bytes]:
-    """A JSONL body line by line, each at most ``limit`` bytes."""
-    buf = b""
+    """A JSONL body line by line, each at most ``limit`` bytes. Only each new chunk is split,
+    and a line's earlier pieces are joined once, when it ends: linear however the upstream
+    cuts its body (a buffer grown and split again on every chunk was quadratic)."""
+    head: list[bytes] = []  # the pieces of the line not ended yet
+    size = 0
     try:
         async for chunk in resp.content.iter_chunked(256 * 1024):
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                if line.strip():
-                    yield line
-            if len(buf) > limit:
-                raise GatewayError("upstream batch line exceeds the gateway's limit")
-        if buf.strip():
-            yield buf
+            *ended, rest = chunk.split(b"\n")
+            if ended:
+                head.append(ended[0])
+                ended[0] = b"".join(head)
+                head, size = [], 0
+                for line in ended:
+                    if line.strip():
+                        yield line
+            if rest:
+                head.append(rest)
+                size += len(rest)
+                if size > limit:
+                    raise GatewayError("upstream batch line exceeds the gateway's limit")
+        last = b"".join(head)
+        if last.strip():
+            yield last
     finally:
         resp.release()
 

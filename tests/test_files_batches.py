@@ -248,3 +248,76 @@ async def test_a_batch_on_a_chat_route(make_gateway: GatewayFactory, upstream: U
     assert got["k"].message.content[0].text == "over chat"
     assert got["k"].message.model == MODEL
     await client.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Reading an upstream JSONL body line by line (issue 19: linear however it is cut)
+
+_FAKE_BODY = """
+class _Content:
+    def __init__(self, chunks):
+        self.chunks = chunks
+
+    async def iter_chunked(self, n):
+        for chunk in self.chunks:
+            yield chunk
+
+
+class _Resp:
+    def __init__(self, chunks):
+        self.content = _Content(chunks)
+        self.released = False
+
+    def release(self):
+        self.released = True
+
+
+async def lines_of(chunks, limit):
+    from gateway.batches import _lines
+
+    resp = _Resp(chunks)
+    out = [line async for line in _lines(resp, limit)]
+    assert resp.released
+    return out
+"""
+
+
+def _run_lines(chunks_expr: str, limit: int, check: str) -> None:
+    import subprocess
+    import sys
+
+    script = f"""{_FAKE_BODY}
+import asyncio
+chunks = {chunks_expr}
+got = asyncio.run(lines_of(chunks, {limit}))
+{check}
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"
+
+
+def test_jsonl_lines_across_chunks_and_the_limit() -> None:
+    body = b'{"a":1}\n\n{"b":22}\n{"c":333}'
+    cuts = "[" + ", ".join(repr(body[i : i + 3]) for i in range(0, len(body), 3)) + "]"
+    _run_lines(cuts, 100, "assert got == [b'{\"a\":1}', b'{\"b\":22}', b'{\"c\":333}'], got")
+
+
+def test_jsonl_line_over_the_limit_is_an_error() -> None:
+    check = (
+        "from gateway.errors import GatewayError\n"
+        "try:\n    asyncio.run(lines_of([b'x' * 60, b'x' * 60], 100))\n"
+        "except GatewayError as exc:\n    assert 'exceeds' in str(exc)\n"
+        "else:\n    raise AssertionError('no error')"
+    )
+    _run_lines("[b'{}\\n']", 100, check)
+
+
+def test_jsonl_line_dripped_a_byte_at_a_time_is_read_in_linear_time() -> None:
+    # a slow upstream can hand iter_chunked a byte at a time: a buffer grown and split again
+    # on every chunk copied and scanned ~1 TB for this 1 MB (minutes); joined once, ~1 s
+    check = "assert got == [b'y' * 1_000_000, b'z'], [len(x) for x in got]"
+    _run_lines("[b'y'] * 1_000_000 + [b'\\n', b'z']", 2 << 20, check)
