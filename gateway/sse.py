@@ -54,7 +54,8 @@ class _Names(dict[bytes, str]):
 
 
 _NAMES: Final = _Names()
-#: a block this long holds several events (a text delta is ~250 bytes): worth a regex call
+#: a block this long holds several events (a text delta is ~250 bytes): split by the regex
+#: engine; a shorter one is matched whole when it is one event, else read line by line
 _RUN_BYTES: Final = 2048
 
 
