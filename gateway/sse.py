@@ -42,13 +42,16 @@ _FAST_PAIR: Final = re.compile(rb"(?m)^event: ([^\n]*)\ndata: ([^\n]*)\n\n")
 _FAST_DATA: Final = re.compile(rb"(?m)^data: ([^\n]*)\n\n")
 
 
+_MAX_NAMES: Final = 256  # README "Limits"
+
+
 class _Names(dict[bytes, str]):
     """Event names seen on fast paths, decoded once: upstreams use a few dozen; the bound
     keeps one that invents names from growing it."""
 
     def __missing__(self, raw: bytes) -> str:
         name = raw.decode("utf-8", "replace") or "message"
-        if len(self) < 256:
+        if len(self) < _MAX_NAMES:
             self[raw] = name
         return name
 

@@ -179,23 +179,17 @@ class BaseStreamTranslator(ABC, Generic[P]):
     # -----------------------------------------------------------------------------------------
     # Public API
 
-    @abstractmethod
     def feed(self, event: SSEEvent) -> list[bytes]:
-        """Translate one upstream event; return the frames to write (possibly none).
+        """Translate one upstream event; return the frames to write (possibly none)."""
+        return self.feed_many((event,))
 
-        The dialect's own, with its hot path inline: it counts ``upstream_events`` and
-        ``frames_out``, and starts the message on the first event."""
-
+    @abstractmethod
     def feed_many(self, events: Iterable[SSEEvent]) -> list[bytes]:
-        """``feed`` each event in order (the events of one upstream read); return all their
-        frames. Stops at the terminal frame: later events are not read. A dialect may run its
-        own loop (Responses does, with its hot path inline)."""
-        out: list[bytes] = []
-        for event in events:
-            if self.done:
-                break
-            out += self.feed(event)
-        return out
+        """Translate the events of one upstream read in order; return all their frames.
+
+        The dialect's own loop, with its hot path inline: it counts ``upstream_events`` and
+        ``frames_out``, starts the message on the first event, and stops at the terminal
+        frame (later events are neither read nor counted)."""
 
     @property
     def usage(self) -> Usage:

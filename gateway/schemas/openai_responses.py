@@ -8,9 +8,10 @@ against the real recordings in ``shared/corpus/responses-*.json``.
 * Almost every field has a default: compat servers omit fields OpenAI always sends
   (``sequence_number`` is absent before mid-2025, INDEX.md fact 11).
 * Stream events are one tagged union on ``type``; output items are another. Both must
-  tolerate types we do not know (hosted tools, future events): :func:`decode_event` returns
-  :class:`UnknownEvent` and :func:`decode_item` returns ``None`` for them, so callers ignore
-  them on purpose instead of failing.
+  tolerate types we do not know (hosted tools, future events):
+  :func:`~.openai_responses_events.decode_refused` returns :class:`UnknownEvent` and
+  :func:`decode_item` returns ``None`` for them, so callers ignore them on purpose instead of
+  failing.
 * Output items inside events and responses are kept as ``msgspec.Raw`` and decoded on demand
   with :func:`decode_item`: the stream hot path never pays for the full ``output`` list that
   ``response.completed`` repeats.
@@ -254,7 +255,7 @@ def decode_item(raw: Raw | bytes | str) -> OutputItem | None:
             raise
         return None
     except msgspec.DecodeError:
-        repaired = utf8_replaced(raw.encode() if isinstance(raw, str) else bytes(raw))
+        repaired = None if isinstance(raw, str) else utf8_replaced(bytes(raw))
         if repaired is None:
             raise
         return decode_item(repaired)

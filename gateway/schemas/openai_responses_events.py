@@ -2,7 +2,7 @@
 
 Field shapes are checked against the real recordings in ``shared/corpus/responses-stream-*.json``.
 Events the gateway does not use are :class:`IgnoredEvent` (decoded, then dropped on purpose);
-types it does not know at all decode to :class:`UnknownEvent` (:func:`decode_event`), so a new
+types it does not know at all decode to :class:`UnknownEvent` (:func:`decode_refused`), so a new
 event never fails a stream. The response object and its output items are in
 :mod:`.openai_responses`.
 """
@@ -234,18 +234,6 @@ def decode_refused(data: str | bytes, exc: msgspec.DecodeError) -> UnknownEvent:
         if head.type not in EVENT_TYPES:
             return UnknownEvent(head.type)
     raise exc
-
-
-def decode_event(data: str | bytes) -> StreamEvent | UnknownEvent:
-    """Decode one upstream event's ``data``; dispatch is on the JSON ``type`` (§7).
-
-    Returns :class:`UnknownEvent` for a well-formed event of a type we do not know; raises
-    ``msgspec.DecodeError`` otherwise (see :func:`decode_refused`).
-    """
-    try:
-        return decode_known(data)
-    except msgspec.DecodeError as exc:
-        return decode_refused(data, exc)
 
 
 class _UntypedError(Struct, kw_only=True, gc=False):

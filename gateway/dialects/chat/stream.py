@@ -56,10 +56,6 @@ class ChatStreamTranslator(ChatSegments):
     * Thinking blocks carry ``signature: ""`` and no ``signature_delta`` (from_chat).
     """
 
-    def feed(self, event: SSEEvent) -> list[bytes]:
-        """Translate one upstream event; return the frames to write (possibly none)."""
-        return self.feed_many((event,))
-
     def feed_many(self, events: Iterable[SSEEvent]) -> list[bytes]:
         """Translate upstream events in order; return the frames to write (possibly none).
 

@@ -44,10 +44,6 @@ class ResponsesStreamTranslator(ResponsesContent):
       SSE standard decodes a stream.
     """
 
-    def feed(self, event: SSEEvent) -> list[bytes]:
-        """Translate one upstream event; return the frames to write (possibly none)."""
-        return self.feed_many((event,))
-
     def feed_many(self, events: Iterable[SSEEvent]) -> list[bytes]:
         """Translate upstream events in order; return the frames to write (possibly none).
 
